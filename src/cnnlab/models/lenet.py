@@ -77,5 +77,6 @@ class LeNet5(nn.Module):
 
 @register_model("lenet5", paper="LeCun et al., Gradient-based learning applied to document "
                 "recognition", year=1998, input_size=(1, 32, 32), num_classes=10)
-def lenet5(num_classes: int = 10, in_channels: int = 1, **kwargs) -> LeNet5:
-    return LeNet5(num_classes=num_classes, in_channels=in_channels, **kwargs)
+def lenet5(num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
+           pool: str = "max", input_size: int = 32) -> LeNet5:
+    return LeNet5(num_classes, in_channels, activation, pool, input_size)

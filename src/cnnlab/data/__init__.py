@@ -1,0 +1,93 @@
+"""Datasets as uint8 arrays.
+
+Every source ends up as an :class:`ImageData`: ``images`` uint8 ``(N, C, H, W)`` and
+``labels`` int64 ``(N,)`` with a list of class names. Small datasets are held whole (on the
+GPU if there is one) so the training loop never runs per-image Python; see
+:mod:`cnnlab.data.loader`.
+
+Sources (``load_data(spec)``):
+- ``"digits"``: scikit-learn's 1,797 8x8 digits, shipped inside scikit-learn, upscaled to
+  LeNet's 32x32 (see :mod:`cnnlab.data.digits`); a fixed stratified 80/20 split.
+- a path to an image-folder tree (``train/<class>/*``, ``test/<class>/*``; or one tree of
+  ``<class>/*`` with ``val_split``) or a ``.tar.gz`` of one (see :mod:`cnnlab.data.folder`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnnlab.errors import UserError
+
+
+@dataclass
+class ImageData:
+    """One split: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,), class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"ImageData.images must be uint8 (N, C, H, W), got "
+                             f"{self.images.dtype} {self.images.shape}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"ImageData: {len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+
+@dataclass
+class DataSplits:
+    """A dataset's train and test splits, with where it came from."""
+
+    name: str  # short name used in run directory names: "digits", "mnist", ...
+    train: ImageData
+    test: ImageData
+    source: str = ""  # path or built-in name
+    notes: list[str] = field(default_factory=list)  # what was done to the data (resize, ...)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0):
+    """Indices (train_idx, test_idx) of a stratified split, the same for the same seed."""
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--val-split: expected a fraction between 0 and 1, got {test_fraction}")
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    tr, te = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(tr), np.sort(te)
+
+
+def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 0,
+              progress: bool = True) -> DataSplits:
+    """Load a dataset by name or path (see the module docstring)."""
+    from cnnlab.data import digits, folder
+
+    if spec == "digits":
+        return digits.load_digits_splits()
+    loaders = _named_loaders()
+    if spec in loaders:
+        return loaders[spec](progress=progress)
+    return folder.load_folder_splits(spec, val_split=val_split, seed=seed, progress=progress)
+
+
+def _named_loaders() -> dict:
+    """Canonical datasets by name (MNIST IDX, CIFAR binary, ...), where available."""
+    try:
+        from cnnlab.data.canonical import NAMED_LOADERS
+    except ImportError:
+        return {}
+    return NAMED_LOADERS

@@ -1,0 +1,247 @@
+"""Image-folder trees and ``.tar.gz`` archives of them, decoded once and cached.
+
+Layouts accepted (``<class>`` folders hold the images):
+- ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``;
+- ``ROOT/<class>/*`` with ``val_split`` (a fixed stratified split);
+- a ``.tar.gz`` of either, possibly under one top folder (``mnist/train/...``), extracted
+  once into ``$CNNLAB_CACHE/extracted/<sha>`` (default ``~/.cache/cnnlab``).
+
+Decoded images are cached as uint8 ``.npy`` arrays keyed by the source's content (the
+archive's sha256, or the folder's file names, sizes and mtimes), so a second run loads
+60,000 MNIST images in a fraction of a second instead of decoding 60,000 PNGs again.
+
+Policies, stated rather than silent: images whose size differs from the most common size
+are resized to it (bilinear) with a warning; if any image has colour, grayscale images are
+converted to RGB (with a warning), otherwise all are kept as 1 channel; corrupt or
+truncated images are skipped with a warning listing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cnnlab.data import DataSplits, ImageData, stratified_split
+from cnnlab.errors import UserError
+from cnnlab.utils import atomic_write, cache_dir
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+CACHE_VERSION = 1  # bump when the decoded format changes
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def extract_archive(path: Path) -> Path:
+    """Extract ``path`` (a .tar.gz) once into the cache; return the extracted folder."""
+    key = _sha256_file(path)[:16]
+    dest = cache_dir() / "extracted" / key
+    if (dest / ".complete").exists():
+        return dest
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            # filter="data" refuses absolute paths, "..", links outside and device files.
+            tf.extractall(tmp, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise UserError(f"{path}: not a readable .tar.gz archive ({e})") from e
+    (tmp / ".complete").touch()
+    if dest.exists():  # another process finished first
+        return dest
+    tmp.rename(dest)
+    return dest
+
+
+def _find_root(root: Path) -> Path:
+    """Descend through single top folders (``mnist/``) to the one holding train/test or classes."""
+    while True:
+        subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if (root / "train").is_dir() or len(subdirs) != 1:
+            return root
+        root = subdirs[0]
+
+
+def _list_classes(root: Path) -> dict[str, list[Path]]:
+    """``{class_name: sorted image paths}`` for the class folders under ``root``."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(f"{root}: no class folders found (expected {root}/<class>/<images>)")
+    out = {}
+    for c in classes:
+        files = sorted(p for p in (root / c).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise UserError(f"{root / c}: class folder has no images "
+                            f"(expected files with extensions {', '.join(sorted(IMAGE_EXTS))})")
+        out[c] = files
+    return out
+
+
+def _decode_chunk(paths: list[str]):
+    """Decode image files -> (list of arrays HxWxC or None, list of (path, error))."""
+    arrays, bad = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
+                a = np.asarray(im.convert(mode))
+            arrays.append(a[..., None] if a.ndim == 2 else a)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            arrays.append(None)
+            bad.append((p, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    return arrays, bad
+
+
+def decode_images(paths: list[Path], desc: str = "decoding", progress: bool = True,
+                  workers: int | None = None):
+    """Decode ``paths`` in parallel -> (uint8 (N, C, H, W), kept mask, notes)."""
+    from tqdm.auto import tqdm
+
+    strs = [str(p) for p in paths]
+    chunk = 1000
+    chunks = [strs[i:i + chunk] for i in range(0, len(strs), chunk)]
+    workers = workers or min(len(chunks), os.cpu_count() or 1)
+    results = []
+    bar = tqdm(total=len(strs), desc=desc, unit="img", disable=not progress, leave=False)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            for r in ex.map(_decode_chunk, chunks):
+                results.append(r)
+                bar.update(len(r[0]))
+    else:
+        for c in chunks:
+            results.append(_decode_chunk(c))
+            bar.update(len(c))
+    bar.close()
+    arrays = [a for r in results for a in r[0]]
+    bad = [b for r in results for b in r[1]]
+    if bad:
+        listed = "; ".join(f"{p} ({e})" for p, e in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): {listed}{more}", stacklevel=2)
+    kept = np.array([a is not None for a in arrays], dtype=bool)
+    good = [a for a in arrays if a is not None]
+    if not good:
+        raise UserError(f"{Path(strs[0]).parent.parent if strs else '?'}: none of the "
+                        f"{len(strs)} images could be read")
+    return _stack(good), kept, [f"skipped {len(bad)} unreadable images"] if bad else []
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack HxWxC arrays into (N, C, H, W), applying the size and colour policies."""
+    channels = 3 if any(a.shape[2] == 3 for a in arrays) else 1
+    if channels == 3:
+        n_gray = sum(a.shape[2] == 1 for a in arrays)
+        if n_gray:
+            warnings.warn(f"{n_gray} grayscale image(s) in a colour dataset: converted to RGB "
+                          f"by repeating the gray channel", stacklevel=3)
+            arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+    size = Counter(a.shape[:2] for a in arrays).most_common(1)[0][0]
+    n_resized = sum(a.shape[:2] != size for a in arrays)
+    if n_resized:
+        warnings.warn(f"{n_resized} image(s) differ from the most common size "
+                      f"{size[0]}x{size[1]}: resized to it (bilinear)", stacklevel=3)
+        arrays = [a if a.shape[:2] == size else _resize(a, size) for a in arrays]
+    return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+
+
+def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    im = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
+    r = np.asarray(im.resize((size[1], size[0]), Image.BILINEAR))
+    return r[..., None] if r.ndim == 2 else r
+
+
+def _folder_key(root: Path, files: list[Path]) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{root.resolve()}".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_cache(key: str) -> ImageData | None:
+    cache = cache_dir() / "arrays" / f"{key}.npz"
+    if not cache.exists():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            return ImageData(z["images"], z["labels"], [str(c) for c in z["classes"]])
+    except (OSError, ValueError, KeyError):
+        cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+        return None
+
+
+def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] | None = None):
+    """Decode (or read from the cache) one split folder -> ImageData."""
+    if key is not None and (data := _read_cache(key)) is not None:
+        return data  # an archive's key is its content hash: no need to list 60,000 files
+    listing = _list_classes(root)
+    if classes is not None and list(listing) != classes:
+        raise UserError(f"{root}: class folders {list(listing)} differ from the train split's "
+                        f"{classes}")
+    files = [p for c in listing for p in listing[c]]
+    labels = np.array([i for i, c in enumerate(listing) for _ in listing[c]], dtype=np.int64)
+    key = key or _folder_key(root, files)
+    if (data := _read_cache(key)) is not None:
+        return data
+    cache = cache_dir() / "arrays" / f"{key}.npz"
+    images, kept, _ = decode_images(files, desc=f"decoding {root.name}", progress=progress)
+    data = ImageData(images, labels[kept], list(listing))
+    with atomic_write(cache) as f:
+        np.savez(f, images=data.images, labels=data.labels, classes=np.array(data.classes))
+    return data
+
+
+def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
+                       progress: bool = True) -> DataSplits:
+    """Load an image-folder tree or a .tar.gz of one (see the module docstring)."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"--data {spec}: no such file or folder (expected 'digits', an "
+                        f"image-folder tree or a .tar.gz of one)")
+    archive_key = None
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise UserError(f"--data {spec}: expected a folder or a .tar.gz archive")
+        archive_key = _sha256_file(path)[:16]
+        path_root = extract_archive(path)
+    else:
+        path_root = path
+    if not any(path_root.iterdir()):
+        raise UserError(f"--data {spec}: the folder is empty (expected train/<class>/<images> "
+                        f"and test/<class>/<images>, or <class>/<images> with --val-split)")
+    root = _find_root(path_root)
+    name = path.name.split(".")[0] if path.is_file() else root.name
+    k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
+    if (root / "train").is_dir():
+        train = _load_split(root / "train", k("train"), progress)
+        if (root / "test").is_dir():
+            test = _load_split(root / "test", k("test"), progress, classes=train.classes)
+            if val_split is not None:
+                warnings.warn("--val-split ignored: the data has its own test/ folder", stacklevel=2)
+            return DataSplits(name, train, test, source=str(path))
+        root = root / "train"
+    if val_split is None:
+        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
+                        f"out a fraction of {root} for testing")
+    full = _load_split(root, k("all"), progress)
+    tr, te = stratified_split(full.labels, val_split, seed=seed)
+    return DataSplits(name, ImageData(full.images[tr], full.labels[tr], full.classes),
+                      ImageData(full.images[te], full.labels[te], full.classes), source=str(path),
+                      notes=[f"stratified split: {val_split:g} of the images held out for testing"])

@@ -1,0 +1,114 @@
+"""A run directory: config, metrics, checkpoints and the final summary, shared by both engines.
+
+    runs/lenet5-digits-20261122-104500/
+        config.yaml          the resolved TrainConfig
+        metrics.csv          one row per epoch
+        metrics.jsonl        the same rows as JSON lines
+        final.json           test accuracy, epochs, seconds, model, data
+        checkpoints/last.*   after every epoch (and every --save-every steps)
+        checkpoints/best.*   the epoch with the best test accuracy
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from cnnlab.checkpoint import save_checkpoint
+from cnnlab.errors import UserError
+from cnnlab.utils import atomic_write
+
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+
+
+class RunDir:
+    """Owns one run's folder; only rank 0 of a distributed run writes."""
+
+    def __init__(self, path: Path | str, writer: bool = True, new: bool = False):
+        self.path = Path(path)
+        self.writer = writer
+        if writer and new and (self.path / "config.yaml").exists():
+            raise UserError(f"--out {self.path}: already holds a run (continue it with --resume "
+                            f"{self.path}, or choose another --out)")
+        if writer:
+            try:
+                (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+                probe = self.path / ".write-test"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                raise UserError(f"--out {self.path}: cannot write the run directory "
+                                f"({e.strerror or e})") from e
+
+    @staticmethod
+    def default_path(model: str, data: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / f"{model}-{data}-{stamp}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def save_config(self, config: dict) -> None:
+        if self.writer:
+            with atomic_write(self.path / "config.yaml", "w") as f:
+                yaml.safe_dump(config, f, sort_keys=False)
+
+    def load_config(self) -> dict:
+        p = self.path / "config.yaml"
+        try:
+            return yaml.safe_load(p.read_text())
+        except OSError as e:
+            raise UserError(f"--resume {self.path}: no config.yaml (not a cnnlab run "
+                            f"directory?)") from e
+
+    def log_metrics(self, row: dict) -> None:
+        """Append one epoch's row to metrics.csv and metrics.jsonl (flushed and fsynced)."""
+        if not self.writer:
+            return
+        p = self.path / "metrics.csv"
+        new = not p.exists()
+        with open(p, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """On resume, drop rows past the checkpoint's epoch (written after it, then lost)."""
+        if not self.writer:
+            return
+        for name in ("metrics.csv", "metrics.jsonl"):
+            p = self.path / name
+            if not p.exists():
+                continue
+            lines = p.read_text().splitlines(keepends=True)
+            head = 1 if name.endswith(".csv") else 0
+            keep = lines[:head] + [ln for ln in lines[head:]
+                                   if _epoch_of(ln, name) <= epochs_done]
+            with atomic_write(p, "w") as f:
+                f.writelines(keep)
+
+    def save(self, name: str, state_dict: dict, meta: dict, train_state: dict | None = None):
+        if self.writer:
+            return save_checkpoint(self.checkpoints / name, state_dict, meta, train_state)
+
+    def finish(self, summary: dict) -> None:
+        if self.writer:
+            with atomic_write(self.path / "final.json", "w") as f:
+                json.dump(summary, f, indent=2)
+
+
+def _epoch_of(line: str, name: str) -> int:
+    if name.endswith(".jsonl"):
+        return int(json.loads(line)["epoch"])
+    return int(line.split(",", 1)[0])
