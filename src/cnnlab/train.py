@@ -88,11 +88,6 @@ def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:
     return {k: v for k, v in kw.items() if takes(k)}
 
 
-def default_augment(spec: dict) -> str:
-    """Translations for digits (never flips: a flipped 2 is not a 2); crop + flip for colour."""
-    return "crop:2" if spec["channels"] == 1 else "crop:4,flip"
-
-
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -282,7 +277,9 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     opt = build_optimizer(cfg, model)
     from cnnlab.transforms import parse_augment
 
-    augment = parse_augment(default_augment(spec) if cfg.augment == "auto" else cfg.augment)
+    # "auto" = the "standard" preset: shifts for digits (never flips: a mirrored 2 is not a
+    # 2), crop + flip for colour images (see cnnlab.transforms.standard_spec)
+    augment = parse_augment("standard" if cfg.augment == "auto" else cfg.augment)
     norm = normalizer(spec, device)
 
     run = RunDir(run_path or cfg.out or RunDir.default_path(cfg.model, data.name), writer=dist.main,

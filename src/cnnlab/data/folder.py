@@ -59,7 +59,8 @@ def extract_archive(path: Path) -> Path:
             # filter="data" refuses absolute paths, "..", links outside and device files.
             tf.extractall(tmp, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"{path}: not a readable .tar.gz archive ({e})") from e
+        reason = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable .tar.gz archive ({reason})") from e
     (tmp / ".complete").touch()
     if dest.exists():  # another process finished first
         return dest
