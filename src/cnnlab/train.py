@@ -282,8 +282,14 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     augment = parse_augment("standard" if cfg.augment == "auto" else cfg.augment)
     norm = normalizer(spec, device)
 
-    run = RunDir(run_path or cfg.out or RunDir.default_path(cfg.model, data.name), writer=dist.main,
-                 new=resume is None)
+    path = run_path or cfg.out or RunDir.default_path(cfg.model, data.name)
+    if dist.world > 1:  # every process must use rank 0's folder (timestamps may differ)
+        import torch.distributed as tdist
+
+        box = [str(path)]
+        tdist.broadcast_object_list(box, src=0)
+        path = box[0]
+    run = RunDir(path, writer=dist.main, new=resume is None)
     cfg.out = str(run.path)
     xtr = torch.from_numpy(data.train.images).to(device)
     ytr = torch.from_numpy(data.train.labels).to(device)
@@ -311,7 +317,9 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         net = torch.compile(net)
 
     meta_base = {"model": cfg.model, "model_kwargs": mkw, "classes": classes, "input": spec,
-                 "engine": "torch", "data": data.name, "config": cfg.to_dict()}
+                 "engine": "torch", "data": data.name, "config": cfg.to_dict(),
+                 "augment": augment.describe((1, *spec_shape(spec)))}
+    tb = _tensorboard(run) if cfg.tensorboard and dist.main else None
 
     def save_last(epoch_done: int, step_in_epoch: int, metrics: dict | None = None):
         meta = {**meta_base, "epoch": epoch_done, "step": epoch_done * steps_per_epoch
@@ -343,6 +351,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
             for s in range(st["step_in_epoch"], steps_per_epoch):
                 gstep = epoch * steps_per_epoch + s
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                global_n = len(idx)
                 idx = idx.tensor_split(dist.world)[dist.rank]
                 seed_s = cfg.seed * 1_000_003 + 7919 * gstep + dist.rank
                 torch.manual_seed(seed_s)  # dropout draws depend on (seed, step) only
@@ -359,6 +368,11 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                     total = loss + sum(cfg.aux_weight * F.cross_entropy(
                         a, y, label_smoothing=cfg.label_smoothing) for a in aux)
                 opt.zero_grad(set_to_none=True)
+                if dist.world > 1:
+                    # DDP averages gradients over processes; weighting each shard's mean loss
+                    # by its share makes that the mean over the global batch even when the
+                    # last batch does not split evenly: the same math as one process.
+                    total = total * (len(y) * dist.world / global_n)
                 scaler.scale(total).backward()
                 if cfg.grad_clip:
                     scaler.unscale_(opt)
@@ -425,6 +439,11 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
             st.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, correct=0, seen=0,
                       elapsed=seconds)
             run.log_metrics(row)
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        tb.add_scalar(k, v, epoch + 1)
+                tb.flush()
             if dist.main:
                 if improved:
                     run.save("best", model.state_dict(), {**meta_base, "epoch": epoch + 1,
@@ -454,6 +473,20 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                "device": str(device), "processes": dist.world}
     run.finish(summary)
     return summary
+
+
+def spec_shape(spec: dict) -> tuple[int, int, int]:
+    return (spec["channels"], *spec["size"])
+
+
+def _tensorboard(run: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("--tensorboard: the tensorboard package is not installed; metrics go to "
+              "metrics.csv and metrics.jsonl only (pip install tensorboard)", file=sys.stderr)
+        return None
+    return SummaryWriter(str(run.path / "tensorboard"))
 
 
 def _say(dist: Dist, msg: str) -> None:
