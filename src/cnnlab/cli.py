@@ -31,7 +31,7 @@ EXAMPLES = {
         cnnlab models --json""",
     "summary": """
         cnnlab summary alexnet --input 3x227x227
-        cnnlab summary resnet18 --input 3x32x32 --num-classes 10
+        cnnlab summary resnet18 --input 3x32x32 --num-classes 10 --small-input
         cnnlab summary lenet5 --engine numpy --json""",
     "explain": """
         cnnlab explain conv
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", help="input size CxHxW (default: the model's own)")
     s.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
     s.add_argument("--engine", default="torch", help="torch or numpy (default: torch)")
+    s.add_argument("--small-input", action="store_true",
+                   help="build the model's small-input variant (for 28-64 px inputs)")
+    s.add_argument("--depth", type=int, help="show modules down to this depth as one row each")
     s.add_argument("--json", action="store_true", help="print JSON")
 
     x = _sub(subs, "explain", "worked examples of CNN mechanics, computed step by step")
@@ -260,7 +263,9 @@ def cmd_summary(args) -> int:
     from cnnlab.analysis import parse_input_size, summary
 
     size = parse_input_size(args.input) if args.input else None
-    s = summary(args.model, input_size=size, num_classes=args.num_classes, engine=args.engine)
+    kw = {"small_input": True} if args.small_input else {}
+    s = summary(args.model, input_size=size, num_classes=args.num_classes, engine=args.engine,
+                depth=args.depth, **kw)
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.format_table())
     return 0
 
@@ -295,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # `cnnlab models | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as e:
         if args.debug:
             raise

@@ -275,6 +275,12 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         raise UserError(f"--amp {cfg.amp}: expected auto, bf16, fp16 or off")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     opt = build_optimizer(cfg, model)
+    aux_loss = getattr(model, "auxiliary_loss", None)
+    if aux_loss is not None:
+        model.aux_weight = cfg.aux_weight  # the paper's 0.3 by default
+
+    def ce(logits, y):
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     from cnnlab.transforms import parse_augment
 
     # "auto" = the "standard" preset: shifts for digits (never flips: a mirrored 2 is not a
@@ -367,6 +373,9 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                     total = loss + sum(cfg.aux_weight * F.cross_entropy(
                         a, y, label_smoothing=cfg.label_smoothing) for a in aux)
+                    if aux_loss is not None:  # GoogLeNet: auxiliary heads, training only
+                        extra = aux_loss(y, criterion=ce)
+                        total = total if extra is None else total + extra
                 opt.zero_grad(set_to_none=True)
                 if dist.world > 1:
                     # DDP averages gradients over processes; weighting each shard's mean loss
