@@ -60,7 +60,7 @@ TRAIN_HELP = {
     "decay_norm_and_bias": "apply weight decay to biases and norm weights too",
     "schedule": "learning-rate schedule: constant, step, cosine or onecycle",
     "warmup_epochs": "linear warm-up epochs (constant, step, cosine)",
-    "step_size": "epochs between x0.1 decays (schedule step)",
+    "milestones": "schedule step: decay x0.1 at these fractions of training",
     "label_smoothing": "label smoothing of the cross-entropy target",
     "grad_clip": "clip the global gradient norm to this value",
     "aux_weight": "weight of auxiliary-classifier losses (GoogLeNet)",

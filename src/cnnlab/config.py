@@ -36,7 +36,8 @@ class TrainConfig:
     decay_norm_and_bias: bool = False  # weight decay on biases and norm weights too
     schedule: str = "onecycle"  # constant | step | cosine | onecycle
     warmup_epochs: float = 0.0  # linear warm-up (cosine/step/constant); onecycle has its own
-    step_size: int = 10  # epochs between x0.1 decays for schedule=step
+    milestones: str = "0.5,0.75"  # schedule=step: x0.1 at these fractions of training (the
+    # ResNet paper's 32k and 48k of 64k iterations)
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global grad norm
     aux_weight: float = 0.3  # GoogLeNet's auxiliary-classifier loss weight

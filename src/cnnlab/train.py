@@ -121,7 +121,11 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
     if cfg.schedule == "step":
-        return 0.1 ** (step // (cfg.step_size * steps_per_epoch))
+        try:
+            marks = [float(m) for m in cfg.milestones.split(",") if m.strip()]
+        except ValueError as e:
+            raise UserError(f"--milestones {cfg.milestones}: expected fractions like 0.5,0.75") from e
+        return 0.1 ** sum(t >= m for m in marks)
     raise UserError(f"--schedule {cfg.schedule}: expected constant, step, cosine or onecycle")
 
 
@@ -138,13 +142,15 @@ class Dist:
 
 
 def init_distributed(device_name: str) -> tuple[Dist, str]:
+    """Join torchrun's process group (gloo on CPU, NCCL on GPU) when launched by torchrun,
+    even with one process (so the DDP path runs the same way at every scale)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist(), device_name
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local)
         device_name = f"cuda:{local}"
@@ -289,7 +295,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     norm = normalizer(spec, device)
 
     path = run_path or cfg.out or RunDir.default_path(cfg.model, data.name)
-    if dist.world > 1:  # every process must use rank 0's folder (timestamps may differ)
+    if torch.distributed.is_initialized():  # all processes use rank 0's folder
         import torch.distributed as tdist
 
         box = [str(path)]
@@ -316,7 +322,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         run.truncate_metrics(st["epoch"])
     run.save_config(cfg.to_dict())
     net = model
-    if dist.world > 1:
+    if torch.distributed.is_initialized():
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
@@ -479,8 +485,12 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                "test_accuracy": last_row.get("test_acc"), "best_test_accuracy": st["best_acc"],
                "best_epoch": st["best_epoch"], "epochs": st["epoch"],
                "seconds": round(time.perf_counter() - t_start, 3), "run_dir": str(run.path),
-               "device": str(device), "processes": dist.world}
+               "device": str(device), "processes": dist.world,
+               "backend": torch.distributed.get_backend() if torch.distributed.is_initialized()
+               else None}
     run.finish(summary)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return summary
 
 
