@@ -129,6 +129,18 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
     raise UserError(f"--schedule {cfg.schedule}: expected constant, step, cosine or onecycle")
 
 
+def load_training_data(cfg: TrainConfig, progress: bool) -> DataSplits:
+    """The run's data, after checking the batch size and epochs against it."""
+    data = load_data(cfg.data, val_split=cfg.val_split, seed=cfg.seed, progress=progress)
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise UserError(f"--batch-size and --epochs must be positive (got {cfg.batch_size}, "
+                        f"{cfg.epochs})")
+    if cfg.batch_size > len(data.train):
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
+                        f"({len(data.train)} images)")
+    return data
+
+
 # ------------------------------------------------------------------------- distributed
 @dataclass
 class Dist:
@@ -258,14 +270,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     device = resolve_device(device_name)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = load_data(cfg.data, val_split=cfg.val_split, seed=cfg.seed,
-                     progress=dist.main and cfg.progress != "none")
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise UserError(f"--batch-size and --epochs must be positive (got {cfg.batch_size}, "
-                        f"{cfg.epochs})")
-    if cfg.batch_size > len(data.train):
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                        f"({len(data.train)} images)")
+    data = load_training_data(cfg, progress=dist.main and cfg.progress != "none")
     if cfg.batch_size % dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {dist.world} processes")
     spec = input_spec(data, cfg.normalize)
@@ -366,7 +371,10 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                 global_n = len(idx)
                 idx = idx.tensor_split(dist.world)[dist.rank]
                 seed_s = cfg.seed * 1_000_003 + 7919 * gstep + dist.rank
-                torch.manual_seed(seed_s)  # dropout draws depend on (seed, step) only
+                # dropout draws depend on (seed, step) only; seeding just the device's
+                # generator (torch.manual_seed also queues a CUDA seeding: ~0.1 ms a step)
+                (torch.cuda.manual_seed if device.type == "cuda" else
+                 torch.default_generator.manual_seed)(seed_s)
                 gen = torch.Generator(device=device).manual_seed(seed_s)
                 x = augment(xtr[idx].float().div_(255), generator=gen)
                 x = norm(x).contiguous(memory_format=memfmt)

@@ -19,6 +19,19 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+def check_lenet_args(activation: str, pool: str, input_size: int) -> None:
+    """Validate LeNet-5's options (shared by the torch model and its NumPy twin)."""
+    if activation not in ("relu", "tanh"):
+        raise ValueError(f"Invalid value for argument `activation`: expected one of "
+                         f"['relu', 'tanh'], received {activation!r}.")
+    if pool not in ("max", "avg"):
+        raise ValueError(f"Invalid value for argument `pool`: expected one of ['avg', 'max'], "
+                         f"received {pool!r}.")
+    if input_size not in (28, 32):
+        raise ValueError(f"Invalid value for argument `input_size`: LeNet-5 takes 32 (or 28, "
+                         f"padded by 2), received {input_size}.")
+
+
 class LeNet5(nn.Module):
     """LeNet-5 with `features` (C1..S4), `classifier` (C5..output) like torchvision's models.
 
@@ -34,15 +47,7 @@ class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
                  pool: str = "max", input_size: int = 32):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"Invalid value for argument `activation`: expected one of "
-                             f"{sorted(_ACTIVATIONS)}, received {activation!r}.")
-        if pool not in _POOLS:
-            raise ValueError(f"Invalid value for argument `pool`: expected one of "
-                             f"{sorted(_POOLS)}, received {pool!r}.")
-        if input_size not in (28, 32):
-            raise ValueError(f"Invalid value for argument `input_size`: LeNet-5 takes 32 (or 28, "
-                             f"padded by 2), received {input_size}.")
+        check_lenet_args(activation, pool, input_size)
         act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
         self.input_size = input_size
         self.features = nn.Sequential(

@@ -10,6 +10,7 @@ the children in reverse.
 
 from __future__ import annotations
 
+from cnnlab.models.lenet import check_lenet_args
 from cnnlab.registry import list_models, register_engine
 from cnnlab.scratch import nn
 
@@ -46,15 +47,7 @@ class LeNet5(Chain):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
                  pool: str = "max", input_size: int = 32):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"Invalid value for argument `activation`: expected one of "
-                             f"{sorted(_ACTIVATIONS)}, received {activation!r}.")
-        if pool not in _POOLS:
-            raise ValueError(f"Invalid value for argument `pool`: expected one of "
-                             f"{sorted(_POOLS)}, received {pool!r}.")
-        if input_size not in (28, 32):
-            raise ValueError(f"Invalid value for argument `input_size`: LeNet-5 takes 32 (or 28, "
-                             f"padded by 2), received {input_size}.")
+        check_lenet_args(activation, pool, input_size)
         act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
         self.input_size = input_size
         self.features = nn.Sequential(

@@ -19,7 +19,6 @@ import torch
 
 from cnnlab import train as T
 from cnnlab.config import TrainConfig
-from cnnlab.data import load_data
 from cnnlab.errors import UserError
 from cnnlab.registry import get_model, model_info
 from cnnlab.run import RunDir
@@ -86,14 +85,7 @@ def _train_numpy(cfg: TrainConfig, resume: str | Path | None) -> dict:
     if "numpy" not in model_info(cfg.model).engines:
         raise UserError(f"--engine numpy: model {cfg.model!r} has no NumPy twin; available: "
                         f"{', '.join(n for n in _numpy_models())}")
-    data = load_data(cfg.data, val_split=cfg.val_split, seed=cfg.seed,
-                     progress=cfg.progress != "none")
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise UserError(f"--batch-size and --epochs must be positive (got {cfg.batch_size}, "
-                        f"{cfg.epochs})")
-    if cfg.batch_size > len(data.train):
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                        f"({len(data.train)} images)")
+    data = T.load_training_data(cfg, progress=cfg.progress != "none")
     spec = T.input_spec(data, cfg.normalize)
     mkw = T.model_kwargs_for(cfg, spec, len(data.classes))
     nn.manual_seed(cfg.seed)
