@@ -25,7 +25,7 @@ def test_train_writes_the_run_directory(digits_run, capsys):
               "checkpoints/last.json", "checkpoints/best.safetensors", "checkpoints/best.json"):
         assert f in files
     rows = (digits_run / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
+    assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc,test_top5,lr,seconds"
     assert len(rows) == 4
     final = json.loads((digits_run / "final.json").read_text())
     assert final["epochs"] == 3 and final["model"] == "lenet5" and final["data"] == "digits"
@@ -171,3 +171,17 @@ def test_mnist_two_epochs_then_predict_sevens(tmp_path, capsys):
     # The model is ~99% accurate on 7s; among these 20 is test image 1039, a crossed 7 that
     # most MNIST models call a 1. Allow that one miss, no more.
     assert top.count("7") >= 19, top
+
+
+def test_given_normalisation_is_stored_and_bad_values_are_named(tmp_path, capsys):
+    run = tmp_path / "given"
+    assert main(["train", "--epochs", "1", "--normalize", "0.3/0.4", "--out", str(run),
+                 "--progress", "none"]) == 0
+    meta = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert meta["input"]["mean"] == [0.3] and meta["input"]["std"] == [0.4]
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= row["test_acc"] <= row["test_top5"] <= 1  # top-5 with 10 classes
+    assert main(["train", "--epochs", "1", "--normalize", "0.3,0.2/0.4", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "--normalize 0.3,0.2/0.4: expected auto, none, or MEAN/STD with 1" in \
+        capsys.readouterr().err

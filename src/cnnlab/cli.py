@@ -65,7 +65,8 @@ TRAIN_HELP = {
     "grad_clip": "clip the global gradient norm to this value",
     "aux_weight": "weight of auxiliary-classifier losses (GoogLeNet)",
     "augment": "auto, none, or a list like crop:4,flip,jitter:0.4 (see cnnlab.transforms)",
-    "normalize": "auto (per-channel mean/std of the training set) or none",
+    "normalize": "auto (per-channel mean/std of the training set), none, or MEAN/STD given "
+                 "per channel on the 0..1 scale, e.g. 0.49,0.48,0.45/0.25,0.24,0.26",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",
     "channels_last": "use the channels_last memory format (faster convolutions)",

@@ -43,7 +43,8 @@ class TrainConfig:
     aux_weight: float = 0.3  # GoogLeNet's auxiliary-classifier loss weight
     # data pipeline
     augment: str = "auto"  # "auto", "none", or a spec like "crop:4,flip,jitter:0.4"
-    normalize: str = "auto"  # "auto" = per-channel mean/std of the training set; "none"
+    normalize: str = "auto"  # "auto" = per-channel mean/std of the training set; "none";
+    # or given as MEAN/STD on the 0..1 scale, e.g. "0.4914,0.4822,0.4465/0.247,0.243,0.261"
     # speed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off

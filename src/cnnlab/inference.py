@@ -94,16 +94,14 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     if test.shape != (spec["channels"], *spec["size"]):
         raise UserError(f"--data {data}: images are {'x'.join(map(str, test.shape))}, the "
                         f"model expects {spec['channels']}x{spec['size'][0]}x{spec['size'][1]}")
-    from cnnlab.train import predict_logits
+    from cnnlab.train import predict_logits, topk_accuracy
 
     x = torch.from_numpy(test.images).to(device)
     y = torch.from_numpy(test.labels).to(device)
     logits = predict_logits(model, x, _norm(spec, device))
     k = len(meta["classes"])
     pred = logits.argmax(1)
-    top5 = None
-    if k > 5:
-        top5 = (logits.topk(5, 1).indices == y[:, None]).any(1).float().mean().item()
+    top5 = topk_accuracy(logits, y, 5)
     cm = confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), k)
     per = [(c, cm[i, i] / max(cm[i].sum(), 1), int(cm[i].sum())) for i, c in enumerate(meta["classes"])]
     return EvalResult((pred == y).float().mean().item(), top5, F.cross_entropy(logits, y).item(),

@@ -23,7 +23,8 @@ from cnnlab.checkpoint import save_checkpoint
 from cnnlab.errors import UserError
 from cnnlab.utils import atomic_write
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
+                 "seconds"]  # test_top5 is empty for 5 classes or fewer
 
 
 class RunDir:

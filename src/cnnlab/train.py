@@ -59,6 +59,8 @@ def input_spec(data: DataSplits, normalize: str = "auto") -> dict:
     c, h, w = data.train.shape
     if normalize == "none":
         mean, std = [0.0] * c, [1.0] * c
+    elif normalize != "auto":
+        mean, std = _given_stats(normalize, c)
     else:
         x = data.train.images.reshape(len(data.train), c, -1)
         # float64 running sums per channel: exact enough and no (N, C, H*W) float copy at once
@@ -73,6 +75,19 @@ def input_spec(data: DataSplits, normalize: str = "auto") -> dict:
         std = np.sqrt(np.maximum(s2 / n - mean ** 2, 1e-12))
         mean, std = [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
     return {"channels": c, "size": [h, w], "mean": mean, "std": std}
+
+
+def _given_stats(text: str, channels: int) -> tuple[list[float], list[float]]:
+    """``"0.49,0.48,0.45/0.25,0.24,0.26"`` -> (mean, std), one value per channel (0..1 scale)."""
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in text.split("/"))
+    except ValueError:
+        mean = std = None
+    if mean is None or len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise UserError(f"--normalize {text}: expected auto, none, or MEAN/STD with {channels} "
+                        f"comma-separated value(s) each on the 0..1 scale (std > 0), e.g. "
+                        f"{','.join(['0.5'] * channels)}/{','.join(['0.25'] * channels)}")
+    return mean, std
 
 
 def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:
@@ -206,6 +221,13 @@ def predict_logits(model: nn.Module, images: torch.Tensor, norm, batch_size: int
     return torch.cat(outs)
 
 
+def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 5) -> float | None:
+    """Fraction of rows whose label is among the k largest logits (None if k >= classes)."""
+    if logits.shape[1] <= k:
+        return None
+    return (logits.topk(k, 1).indices == y[:, None]).any(1).float().mean().item()
+
+
 def _rng_state() -> dict:
     import random
 
@@ -319,7 +341,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     st = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
           "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0}
     if resume is not None:
-        weights, meta, ts = _load_resume(run)
+        weights, meta, ts = load_resume(run)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         opt.load_state_dict(ts["optimizer"])
         scaler.load_state_dict(ts["scaler"])
@@ -449,10 +471,12 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                                     amp_dtype=amp_dtype)
             test_loss = F.cross_entropy(logits, yte).item()
             test_acc = (logits.argmax(1) == yte).float().mean().item()
+            test_top5 = topk_accuracy(logits, yte, 5)
             seconds = time.perf_counter() - t_start
             row = {"epoch": epoch + 1, "train_loss": st["loss_sum"] / max(st["seen"], 1),
                    "train_acc": st["correct"] / max(st["seen"], 1), "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": lr, "seconds": round(seconds, 3)}
+                   "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
+                   "seconds": round(seconds, 3)}
             last_row = row
             improved = test_acc > st["best_acc"]
             if improved:
@@ -521,7 +545,8 @@ def _say(dist: Dist, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _load_resume(run: RunDir):
+def load_resume(run: RunDir):
+    """(weights, meta, training state) of a run directory's last checkpoint."""
     from cnnlab.checkpoint import load_checkpoint
 
     last = run.checkpoints / "last.safetensors"

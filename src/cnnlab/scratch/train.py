@@ -99,14 +99,15 @@ def _train_numpy(cfg: TrainConfig, resume: str | Path | None) -> dict:
     std = np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1)
 
     run_path = Path(resume) if resume is not None else None
-    run = RunDir(run_path or cfg.out or RunDir.default_path(cfg.model, data.name))
+    run = RunDir(run_path or cfg.out or RunDir.default_path(cfg.model, data.name),
+                 new=resume is None)
     cfg.out = str(run.path)
     n = len(data.train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     st = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0}
     if resume is not None:
-        weights, _, ts = T._load_resume(run)
+        weights, _, ts = T.load_resume(run)
         model.load_state_dict(weights)
         opt.load_state_dict(ts["optimizer"])
         st.update({k: v for k, v in ts["loop"].items() if k in st})
