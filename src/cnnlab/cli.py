@@ -67,6 +67,10 @@ TRAIN_HELP = {
     "augment": "auto, none, or a list like crop:4,flip,jitter:0.4 (see cnnlab.transforms)",
     "normalize": "auto (per-channel mean/std of the training set), none, or MEAN/STD given "
                  "per channel on the 0..1 scale, e.g. 0.49,0.48,0.45/0.25,0.24,0.26",
+    "in_memory": "image folders / .tar.gz: yes (decode all into memory), no (stream batches "
+                 "from disk with --workers processes), or auto (stream when the decoded "
+                 "training set exceeds CNNLAB_MEMORY_BUDGET_GB, default 25%% of RAM)",
+    "workers": "processes decoding batches when streaming (0: in the training process)",
     "device": "auto, cpu, cuda or cuda:N",
     "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",
     "channels_last": "use the channels_last memory format (faster convolutions)",

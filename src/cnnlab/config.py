@@ -45,6 +45,9 @@ class TrainConfig:
     augment: str = "auto"  # "auto", "none", or a spec like "crop:4,flip,jitter:0.4"
     normalize: str = "auto"  # "auto" = per-channel mean/std of the training set; "none";
     # or given as MEAN/STD on the 0..1 scale, e.g. "0.4914,0.4822,0.4465/0.247,0.243,0.261"
+    in_memory: str = "auto"  # image folders: "yes" decode all into memory, "no" stream from
+    # disk, "auto" stream when decoded > CNNLAB_MEMORY_BUDGET_GB (default 25% of RAM)
+    workers: int = 2  # decoding processes when streaming (0: decode in the training process)
     # speed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off

@@ -50,11 +50,14 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from e
 
 
-def input_spec(data: DataSplits, normalize: str = "auto") -> dict:
+def input_spec(data: DataSplits, normalize: str = "auto", workers: int = 2) -> dict:
     """Channels, size and per-channel mean/std (on the [0, 1] scale) of the training set.
 
     Mean subtraction as VGG does (its mean RGB), plus division by the std so every channel
     has unit variance: faster, more stable optimisation and larger usable learning rates.
+    A streaming training set (:class:`~cnnlab.data.stream.StreamingImageData`) is never
+    decoded whole: its mean/std come from a seeded sample of up to
+    ``STREAM_STATS_SAMPLE`` (10,000) training images, all of them when there are fewer.
     """
     c, h, w = data.train.shape
     if normalize == "none":
@@ -62,19 +65,45 @@ def input_spec(data: DataSplits, normalize: str = "auto") -> dict:
     elif normalize != "auto":
         mean, std = _given_stats(normalize, c)
     else:
-        x = data.train.images.reshape(len(data.train), c, -1)
-        # float64 running sums per channel: exact enough and no (N, C, H*W) float copy at once
-        s = np.zeros(c)
-        s2 = np.zeros(c)
-        for i in range(0, len(x), 4096):
-            xb = x[i:i + 4096].astype(np.float64) / 255.0
-            s += xb.sum(axis=(0, 2))
-            s2 += (xb ** 2).sum(axis=(0, 2))
-        n = x.shape[0] * x.shape[2]
-        mean = s / n
-        std = np.sqrt(np.maximum(s2 / n - mean ** 2, 1e-12))
-        mean, std = [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+        if _streaming(data.train):
+            chunks = _stream_stats_chunks(data.train, workers)
+        else:
+            x = data.train.images
+            chunks = (x[i:i + 4096] for i in range(0, len(x), 4096))
+        mean, std = _channel_stats(chunks, c)
     return {"channels": c, "size": [h, w], "mean": mean, "std": std}
+
+
+STREAM_STATS_SAMPLE = 10_000  # images decoded for a streaming set's mean/std
+
+
+def _channel_stats(chunks, c: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std (0..1 scale, 6 decimals) of uint8 (B, C, H, W) chunks."""
+    # float64 running sums per channel: exact enough and no (N, C, H*W) float copy at once
+    s = np.zeros(c)
+    s2 = np.zeros(c)
+    n = 0
+    for xb in chunks:
+        xb = xb.reshape(len(xb), c, -1).astype(np.float64) / 255.0
+        s += xb.sum(axis=(0, 2))
+        s2 += (xb ** 2).sum(axis=(0, 2))
+        n += xb.shape[0] * xb.shape[2]
+    mean = s / max(n, 1)
+    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 1e-12))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def _stream_stats_chunks(train, workers: int):
+    """uint8 chunks of a seeded sample of up to STREAM_STATS_SAMPLE streamed training images."""
+    n = len(train)
+    pick = np.arange(n) if n <= STREAM_STATS_SAMPLE else np.sort(
+        np.random.default_rng(0).choice(n, STREAM_STATS_SAMPLE, replace=False))
+    for x, _ in train.batches([pick[i:i + 4096] for i in range(0, len(pick), 4096)], workers):
+        yield x.numpy()
+
+
+def _streaming(split) -> bool:
+    return not hasattr(split, "images")
 
 
 def _given_stats(text: str, channels: int) -> tuple[list[float], list[float]]:
@@ -146,7 +175,10 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
 
 def load_training_data(cfg: TrainConfig, progress: bool) -> DataSplits:
     """The run's data, after checking the batch size and epochs against it."""
-    data = load_data(cfg.data, val_split=cfg.val_split, seed=cfg.seed, progress=progress)
+    data = load_data(cfg.data, val_split=cfg.val_split, seed=cfg.seed, progress=progress,
+                     in_memory=cfg.in_memory)
+    if cfg.workers < 0:
+        raise UserError(f"--workers {cfg.workers}: expected 0 or more worker processes")
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise UserError(f"--batch-size and --epochs must be positive (got {cfg.batch_size}, "
                         f"{cfg.epochs})")
@@ -219,6 +251,25 @@ def predict_logits(model: nn.Module, images: torch.Tensor, norm, batch_size: int
             outs.append(split_output(model(x))[0].float())
     model.train(was)
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def predict_logits_stream(model: nn.Module, split, norm, device: torch.device,
+                          batch_size: int = 1024, workers: int = 2, channels_last: bool = False,
+                          amp_dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N', classes), labels (N',)) of a streaming split, decoded in batches by
+    ``workers`` processes; N' < N when unreadable files were skipped (with a warning)."""
+    idx = np.arange(len(split))
+    outs, ys = [], []
+    for xb, yb in split.batches([idx[i:i + batch_size] for i in range(0, len(idx), batch_size)],
+                                workers, pin_memory=device.type == "cuda"):
+        if len(yb):
+            outs.append(predict_logits(model, xb.to(device, non_blocking=True), norm,
+                                       batch_size, channels_last, amp_dtype))
+            ys.append(yb.to(device, non_blocking=True))
+    if not outs:
+        raise TrainingError("none of the test images could be read")
+    return torch.cat(outs), torch.cat(ys)
 
 
 def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 5) -> float | None:
@@ -295,7 +346,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     data = load_training_data(cfg, progress=dist.main and cfg.progress != "none")
     if cfg.batch_size % dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {dist.world} processes")
-    spec = input_spec(data, cfg.normalize)
+    spec = input_spec(data, cfg.normalize, cfg.workers)
     classes = data.classes
     mkw = model_kwargs_for(cfg, spec, len(classes))
     torch.manual_seed(cfg.seed)
@@ -330,11 +381,15 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         path = box[0]
     run = RunDir(path, writer=dist.main, new=resume is None)
     cfg.out = str(run.path)
-    xtr = torch.from_numpy(data.train.images).to(device)
-    ytr = torch.from_numpy(data.train.labels).to(device)
-    xte = torch.from_numpy(data.test.images).to(device)
-    yte = torch.from_numpy(data.test.labels).to(device)
-    n = len(xtr)
+    # streaming splits (cnnlab.data.stream) are decoded batch by batch by worker processes
+    stream_tr, stream_te = _streaming(data.train), _streaming(data.test)
+    if not stream_tr:
+        xtr = torch.from_numpy(data.train.images).to(device)
+        ytr = torch.from_numpy(data.train.labels).to(device)
+    if not stream_te:
+        xte = torch.from_numpy(data.test.images).to(device)
+        yte = torch.from_numpy(data.test.labels).to(device)
+    n = len(data.train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
@@ -376,7 +431,15 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         for epoch in range(st["epoch"], cfg.epochs):
             model.train()
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(
-                cfg.seed * 1_000_003 + epoch)).to(device)
+                cfg.seed * 1_000_003 + epoch))
+            if stream_tr:  # the same per-step slices and shards as below, decoded ahead
+                batches = iter(data.train.batches(
+                    [perm[s * cfg.batch_size:(s + 1) * cfg.batch_size].tensor_split(
+                        dist.world)[dist.rank].numpy()
+                     for s in range(st["step_in_epoch"], steps_per_epoch)],
+                    cfg.workers, pin_memory=device.type == "cuda"))
+            else:
+                perm = perm.to(device)
             t_epoch = time.perf_counter()
             seen_at_start = st["seen"]
             bar = None
@@ -398,9 +461,16 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                 (torch.cuda.manual_seed if device.type == "cuda" else
                  torch.default_generator.manual_seed)(seed_s)
                 gen = torch.Generator(device=device).manual_seed(seed_s)
-                x = augment(xtr[idx].float().div_(255), generator=gen)
+                if stream_tr:
+                    xb, y = next(batches)
+                    xb, y = xb.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    if not len(y):  # every file of this batch unreadable (warned): no step
+                        st["step_in_epoch"] = s + 1
+                        continue
+                else:
+                    xb, y = xtr[idx], ytr[idx]
+                x = augment(xb.float().div_(255), generator=gen)
                 x = norm(x).contiguous(memory_format=memfmt)
-                y = ytr[idx]
                 lr = cfg.lr * lr_factor(cfg, gstep, total_steps, steps_per_epoch)
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -467,8 +537,13 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                            f"cnnlab train --resume {run.path}")
                 raise KeyboardInterrupt
             # ---- end of epoch: evaluate, log, checkpoint
-            logits = predict_logits(model, xte, norm, channels_last=cfg.channels_last,
-                                    amp_dtype=amp_dtype)
+            if stream_te:
+                logits, yte = predict_logits_stream(
+                    model, data.test, norm, device, workers=cfg.workers,
+                    channels_last=cfg.channels_last, amp_dtype=amp_dtype)
+            else:
+                logits = predict_logits(model, xte, norm, channels_last=cfg.channels_last,
+                                        amp_dtype=amp_dtype)
             test_loss = F.cross_entropy(logits, yte).item()
             test_acc = (logits.argmax(1) == yte).float().mean().item()
             test_top5 = topk_accuracy(logits, yte, 5)

@@ -2,14 +2,18 @@
 
 Every source ends up as an :class:`ImageData`: ``images`` uint8 ``(N, C, H, W)`` and
 ``labels`` int64 ``(N,)`` with a list of class names. Small datasets are held whole (on the
-GPU if there is one) so the training loop never runs per-image Python; see
-:mod:`cnnlab.data.loader`.
+GPU if there is one) so the training loop never runs per-image Python; image folders too big
+for memory stream from disk instead (:mod:`cnnlab.data.stream`).
 
 Sources (``load_data(spec)``):
+- ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"``: the canonical files
+  (IDX, CIFAR binary), downloaded when missing (see :mod:`cnnlab.data.canonical`).
 - ``"digits"``: scikit-learn's 1,797 8x8 digits, shipped inside scikit-learn, upscaled to
   LeNet's 32x32 (see :mod:`cnnlab.data.digits`); a fixed stratified 80/20 split.
 - a path to an image-folder tree (``train/<class>/*``, ``test/<class>/*``; or one tree of
-  ``<class>/*`` with ``val_split``) or a ``.tar.gz`` of one (see :mod:`cnnlab.data.folder`).
+  ``<class>/*`` with ``val_split``) or a ``.tar.gz`` of one (see :mod:`cnnlab.data.folder`);
+  with ``in_memory="no"`` (or "auto" over the memory budget) its splits are
+  :class:`~cnnlab.data.stream.StreamingImageData`, decoded batch by batch from disk.
 """
 
 from __future__ import annotations
@@ -71,17 +75,31 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0):
     return np.sort(tr), np.sort(te)
 
 
+IN_MEMORY = ("auto", "yes", "no")
+
+
 def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 0,
-              progress: bool = True) -> DataSplits:
-    """Load a dataset by name or path (see the module docstring)."""
+              progress: bool = True, in_memory: str = "yes") -> DataSplits:
+    """Load a dataset by name or path (see the module docstring).
+
+    ``in_memory`` (image folders and .tar.gz only; built-in and canonical datasets are always
+    held in memory): "yes" decodes every image into one uint8 array; "no" streams them from
+    disk (:class:`cnnlab.data.stream.StreamingImageData`); "auto" streams when the decoded
+    training set (file count x a sampled image's C*H*W bytes) would exceed
+    ``CNNLAB_MEMORY_BUDGET_GB`` (default: 25% of physical RAM).
+    """
     from cnnlab.data import digits, folder
+
+    if in_memory not in IN_MEMORY:
+        raise UserError(f"--in-memory {in_memory}: expected auto, yes or no")
 
     if spec == "digits":
         return digits.load_digits_splits()
     loaders = _named_loaders()
     if spec in loaders:
         return loaders[spec](progress=progress)
-    return folder.load_folder_splits(spec, val_split=val_split, seed=seed, progress=progress)
+    return folder.load_folder_splits(spec, val_split=val_split, seed=seed, progress=progress,
+                                     in_memory=in_memory)
 
 
 def _named_loaders() -> dict:

@@ -213,8 +213,13 @@ def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] 
 
 
 def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
-                       progress: bool = True) -> DataSplits:
-    """Load an image-folder tree or a .tar.gz of one (see the module docstring)."""
+                       progress: bool = True, in_memory: str = "yes") -> DataSplits:
+    """Load an image-folder tree or a .tar.gz of one (see the module docstring).
+
+    ``in_memory``: "yes" decodes everything (cached); "no" returns splits of
+    :class:`~cnnlab.data.stream.StreamingImageData`; "auto" streams when the decoded training
+    set would exceed :func:`~cnnlab.data.stream.memory_budget`.
+    """
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"--data {spec}: no such file or folder (expected 'digits', an "
@@ -232,6 +237,9 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
                         f"and test/<class>/<images>, or <class>/<images> with --val-split)")
     root = _find_root(path_root)
     name = path.name.split(".")[0] if path.is_file() else root.name
+    if in_memory != "yes" and (streamed := _stream_splits(root, spec, name, path, val_split,
+                                                          seed, in_memory)) is not None:
+        return streamed
     k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
     if (root / "train").is_dir():
         train = _load_split(root / "train", k("train"), progress)
@@ -249,3 +257,33 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
     return DataSplits(name, ImageData(full.images[tr], full.labels[tr], full.classes),
                       ImageData(full.images[te], full.labels[te], full.classes), source=str(path),
                       notes=[f"stratified split: {val_split:g} of the images held out for testing"])
+
+
+def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed: int,
+                   in_memory: str) -> DataSplits | None:
+    """Streaming splits, or None when ``in_memory="auto"`` and the train split fits the budget."""
+    from cnnlab.data.stream import StreamingImageData, memory_budget
+
+    has_train = (root / "train").is_dir()
+    if not has_train and val_split is None:
+        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
+                        f"out a fraction of {root} for testing")
+    full = StreamingImageData.from_folder(root / "train" if has_train else root, seed=seed)
+    if in_memory == "auto" and full.nbytes <= memory_budget():  # the whole tree is decoded
+        return None
+    c, h, w = full.shape
+    note = (f"streamed from disk ({len(full):,} files; {c} channel(s), {h}x{w} from a sample "
+            f"of the images)")
+    if has_train and (root / "test").is_dir():
+        if val_split is not None:
+            warnings.warn("--val-split ignored: the data has its own test/ folder", stacklevel=3)
+        test = StreamingImageData.from_folder(root / "test", classes=full.classes,
+                                              shape=full.shape)
+        return DataSplits(name, full, test, source=str(path), notes=[note])
+    if val_split is None:
+        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
+                        f"out a fraction of {root / 'train'} for testing")
+    tr, te = stratified_split(full.labels, val_split, seed=seed)
+    return DataSplits(name, full.subset(tr), full.subset(te), source=str(path),
+                      notes=[note, f"stratified split: {val_split:g} of the images held out "
+                                   f"for testing"])
