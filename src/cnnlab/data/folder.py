@@ -195,21 +195,28 @@ def write_cache(key: str, data: ImageData) -> ImageData:
     return data
 
 
-def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] | None = None):
-    """Decode (or read from the cache) one split folder -> ImageData."""
-    if key is not None and (data := read_cache(key)) is not None:
-        return data  # an archive's key is its content hash: no need to list 60,000 files
+def list_split(root: Path, classes: list[str] | None = None):
+    """(image paths, int64 labels, class names) of ``root/<class>/*``; ``classes`` (the train
+    split's) must match when given."""
     listing = _list_classes(root)
     if classes is not None and list(listing) != classes:
         raise UserError(f"{root}: class folders {list(listing)} differ from the train split's "
                         f"{classes}")
     files = [p for c in listing for p in listing[c]]
     labels = np.array([i for i, c in enumerate(listing) for _ in listing[c]], dtype=np.int64)
+    return files, labels, list(listing)
+
+
+def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] | None = None):
+    """Decode (or read from the cache) one split folder -> ImageData."""
+    if key is not None and (data := read_cache(key)) is not None:
+        return data  # an archive's key is its content hash: no need to list 60,000 files
+    files, labels, names = list_split(root, classes)
     key = key or folder_key(root, files)
     if (data := read_cache(key)) is not None:
         return data
     images, kept, _ = decode_images(files, desc=f"decoding {root.name}", progress=progress)
-    return write_cache(key, ImageData(images, labels[kept], list(listing)))
+    return write_cache(key, ImageData(images, labels[kept], names))
 
 
 def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,

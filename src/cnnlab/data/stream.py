@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.folder import _decode_chunk, _list_classes, _resize
+from cnnlab.data.folder import _decode_chunk, _resize, list_split
 from cnnlab.errors import UserError
 
 POLICY_SAMPLE = 64  # files decoded to choose channels and size
@@ -86,15 +86,10 @@ class StreamingImageData:
     def from_folder(cls, root: Path, classes: list[str] | None = None,
                     shape: tuple[int, int, int] | None = None, seed: int = 0):
         """List ``root/<class>/*``; ``shape`` defaults to the policies on a sample (see module)."""
-        listing = _list_classes(root)
-        if classes is not None and list(listing) != classes:
-            raise UserError(f"{root}: class folders {list(listing)} differ from the train "
-                            f"split's {classes}")
-        files = [p for c in listing for p in listing[c]]
-        labels = np.array([i for i, c in enumerate(listing) for _ in listing[c]], dtype=np.int64)
+        files, labels, names = list_split(root, classes)
         if shape is None:
             shape = _policy_shape(root, [str(p) for p in files], seed)
-        return cls(files, labels, list(listing), shape, root=root)
+        return cls(files, labels, names, shape, root=root)
 
     def __len__(self) -> int:
         return len(self.files)
