@@ -28,15 +28,20 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_folder(tmp_path) -> Path:
-    """A train/test image folder of 3 classes of 12x12 gray images (bright band per class)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "tiny"
-    for split, n in (("train", 8), ("test", 3)):
+def make_image_folder(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """``root/{train,test}/{a,b,c}/NN.png``: 12x12 gray noise with a bright band whose row
+    depends on the class, so a small model can learn it."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
         for c, name in enumerate(["a", "b", "c"]):
             for i in range(n):
-                a = rng.integers(0, 40, (12, 12), dtype=np.uint8)
-                a[4 * c:4 * c + 4] = 220
-                write_png(root / split / name / f"{i}.png", a)
+                a = rng.integers(0, 60, (12, 12), dtype=np.uint8)
+                a[4 * c:4 * c + 4] = 200 + i
+                write_png(root / split / name / f"{i:02d}.png", a)
     return root
+
+
+@pytest.fixture
+def tiny_folder(tmp_path) -> Path:
+    """3 classes x (8 train, 3 test) images (see make_image_folder)."""
+    return make_image_folder(tmp_path / "tiny", 8, 3)

@@ -9,7 +9,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_data
 from cnnlab.data.stream import StreamingImageData, memory_budget
 
-from conftest import write_png
+from conftest import make_image_folder
 
 TRAIN_ARGS = ["--model", "mlp", "--model-kwargs", '{"hidden": [32]}', "--epochs", "2",
               "--batch-size", "16", "--threads", "1", "--progress", "none", "--seed", "5"]
@@ -17,16 +17,8 @@ TRAIN_ARGS = ["--model", "mlp", "--model-kwargs", '{"hidden": [32]}', "--epochs"
 
 @pytest.fixture
 def folder(tmp_path):
-    """3 classes x (20 train, 5 test) gray 12x12 PNGs, a bright band per class."""
-    rng = np.random.default_rng(1)
-    root = tmp_path / "imgs"
-    for split, n in (("train", 20), ("test", 5)):
-        for c, name in enumerate(["a", "b", "c"]):
-            for i in range(n):
-                a = rng.integers(0, 60, (12, 12), dtype=np.uint8)
-                a[4 * c:4 * c + 4] = 200 + i
-                write_png(root / split / name / f"{i:02d}.png", a)
-    return root
+    """3 classes x (20 train, 5 test) gray 12x12 PNGs (see conftest.make_image_folder)."""
+    return make_image_folder(tmp_path / "imgs", 20, 5, seed=1)
 
 
 def test_stream_batches_equal_in_memory_rows(folder):

@@ -19,6 +19,7 @@ Conventions, for every function here:
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from pathlib import Path
 
@@ -326,6 +327,13 @@ def standard_spec(shape) -> str:
     return f"crop:{max(1, round(h / 8))},flip" if h < 100 else "rrc,flip"
 
 
+@functools.lru_cache(maxsize=None)
+def _standard_steps(channels: int, height: int) -> tuple:
+    """The ``standard`` preset's steps for images of ``channels`` x ``height``: parsed once,
+    not on every training step."""
+    return tuple(parse_augment(standard_spec((1, channels, height, height))).steps)
+
+
 def _usage() -> str:
     steps = ", ".join(name + "".join(f"[:{a[0]}" for a in args) + "]" * len(args)
                       for name, (_, args, _) in _STEPS.items())
@@ -345,8 +353,7 @@ class Augment:
     def resolve(self, shape) -> list[tuple[str, tuple]]:
         out = []
         for name, args in self.steps:
-            out += parse_augment(standard_spec(shape)).steps if name == "standard" else [
-                (name, args)]
+            out += _standard_steps(shape[1], shape[2]) if name == "standard" else [(name, args)]
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None):
