@@ -106,6 +106,17 @@ def test_digits_split_is_fixed_stratified_80_20():
     assert np.array_equal(load_data("digits").test.labels, d.test.labels)
 
 
+def test_digits_read_from_sklearns_csv_equal_load_digits():
+    # cnnlab reads sklearn's digits.csv.gz without importing sklearn (~1 s saved per run)
+    from sklearn.datasets import load_digits
+
+    from cnnlab.data.digits import _raw_digits
+
+    images, labels = _raw_digits()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(labels, ref.target)
+
+
 def test_image_folder_and_its_tar_gz_load_identically_and_are_cached(tiny_folder, tmp_path):
     d = load_data(str(tiny_folder))
     assert d.classes == ["a", "b", "c"]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import optim
 from cnnlab.config import TrainConfig, make_config
 from cnnlab.data import DataSplits, load_data
 from cnnlab.errors import UserError
@@ -69,7 +70,7 @@ def input_spec(data: DataSplits, normalize: str = "auto", workers: int = 2) -> d
             chunks = _stream_stats_chunks(data.train, workers)
         else:
             x = data.train.images
-            chunks = (x[i:i + 4096] for i in range(0, len(x), 4096))
+            chunks = (x[i:i + 16384] for i in range(0, len(x), 16384))
         mean, std = _channel_stats(chunks, c)
     return {"channels": c, "size": [h, w], "mean": mean, "std": std}
 
@@ -78,19 +79,23 @@ STREAM_STATS_SAMPLE = 10_000  # images decoded for a streaming set's mean/std
 
 
 def _channel_stats(chunks, c: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std (0..1 scale, 6 decimals) of uint8 (B, C, H, W) chunks."""
-    # float64 running sums per channel: exact enough and no (N, C, H*W) float copy at once
-    s = np.zeros(c)
-    s2 = np.zeros(c)
-    n = 0
+    """Per-channel mean/std (0..1 scale, 6 decimals) of uint8 (B, C, H, W) chunks.
+
+    Exact: each channel's 256-bin histogram (integer counts, ``torch.bincount``, ~0.1 s for
+    MNIST's 47M pixels) gives the mean and variance without summing a float copy.
+    """
+    hist = torch.zeros(c, 256, dtype=torch.int64)
     for xb in chunks:
-        xb = xb.reshape(len(xb), c, -1).astype(np.float64) / 255.0
-        s += xb.sum(axis=(0, 2))
-        s2 += (xb ** 2).sum(axis=(0, 2))
-        n += xb.shape[0] * xb.shape[2]
-    mean = s / max(n, 1)
-    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean ** 2, 1e-12))
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+        xb = torch.as_tensor(xb).reshape(len(xb), c, -1)
+        for ch in range(c):
+            hist[ch] += torch.bincount(xb[:, ch].reshape(-1), minlength=256)
+    h = hist.double()
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    n = h.sum(1).clamp_min(1)
+    mean = (h * v).sum(1) / n
+    var = (h * (v - mean[:, None]) ** 2).sum(1) / n
+    std = var.clamp_min(1e-12).sqrt()
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
 def _stream_stats_chunks(train, workers: int):
@@ -132,7 +137,7 @@ def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:
     return {k: v for k, v in kw.items() if takes(k)}
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -141,12 +146,12 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                         nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return optim.AdamW(groups, lr=cfg.lr)
     raise UserError(f"--optimizer {cfg.optimizer}: expected sgd, adam or adamw")
 
 

@@ -9,6 +9,8 @@ and 360 test images, the same for every run so results compare across seeds and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -18,15 +20,37 @@ SIZE = 32  # LeNet-5's input
 SPLIT_SEED = 0  # fixed: the split never changes with the training seed
 
 
+def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images float (1797, 8, 8) in 0..16, labels (1797,)) as ``load_digits`` returns them.
+
+    Read straight from the CSV that scikit-learn ships (``sklearn/datasets/data/
+    digits.csv.gz``: 64 pixel columns and the label, the file ``load_digits`` parses), found
+    without importing sklearn: ``import sklearn.datasets`` pulls in scipy.stats and takes
+    about 1 s, longer than training LeNet-5 on these digits for a few epochs.
+    """
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    csv = (Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+           if spec is not None and spec.origin else None)
+    if csv is None or not csv.is_file():  # an unusual install: let sklearn find its data
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    with gzip.open(csv, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+
+
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (1797, 1, 32, 32), labels int64 (1797,))."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    raw = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (N, 8, 8)
+    images, target = _raw_digits()
+    raw = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # (N, 8, 8)
     up = np.stack([np.asarray(Image.fromarray(im).resize((SIZE, SIZE), Image.BILINEAR))
                    for im in raw])
-    return up[:, None], d.target.astype(np.int64)
+    return up[:, None], target.astype(np.int64)
 
 
 def load_digits_splits() -> DataSplits:

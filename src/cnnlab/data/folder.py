@@ -45,9 +45,12 @@ def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def extract_archive(path: Path) -> Path:
-    """Extract ``path`` (a .tar.gz) once into the cache; return the extracted folder."""
-    key = _sha256_file(path)[:16]
+def extract_archive(path: Path, key: str | None = None) -> Path:
+    """Extract ``path`` (a .tar.gz) once into the cache; return the extracted folder.
+
+    ``key``: the archive's content key (``_sha256_file(path)[:16]``) when already known.
+    """
+    key = key or _sha256_file(path)[:16]
     dest = cache_dir() / "extracted" / key
     if (dest / ".complete").exists():
         return dest
@@ -188,6 +191,14 @@ def read_cache(key: str) -> ImageData | None:
         return None
 
 
+def _cache_fits(key: str) -> bool:
+    """Whether decoded arrays are cached under ``key`` and fit the in-memory budget."""
+    from cnnlab.data.stream import memory_budget
+
+    cache = cache_dir() / "arrays" / f"{key}.npz"
+    return cache.exists() and cache.stat().st_size <= memory_budget()
+
+
 def write_cache(key: str, data: ImageData) -> ImageData:
     """Cache ``data`` under ``key`` (uncompressed .npz: reading 60,000 images takes ~0.1 s)."""
     with atomic_write(cache_dir() / "arrays" / f"{key}.npz") as f:
@@ -236,7 +247,7 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
         if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise UserError(f"--data {spec}: expected a folder or a .tar.gz archive")
         archive_key = _sha256_file(path)[:16]
-        path_root = extract_archive(path)
+        path_root = extract_archive(path, archive_key)
     else:
         path_root = path
     if not any(path_root.iterdir()):
@@ -244,10 +255,13 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
                         f"and test/<class>/<images>, or <class>/<images> with --val-split)")
     root = _find_root(path_root)
     name = path.name.split(".")[0] if path.is_file() else root.name
+    k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
+    if in_memory == "auto" and archive_key and _cache_fits(k("train" if (root / "train").is_dir()
+                                                             else "all")):
+        in_memory = "yes"  # decoded before and fits: no need to list the files to decide
     if in_memory != "yes" and (streamed := _stream_splits(root, spec, name, path, val_split,
                                                           seed, in_memory)) is not None:
         return streamed
-    k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
     if (root / "train").is_dir():
         train = _load_split(root / "train", k("train"), progress)
         if (root / "test").is_dir():
