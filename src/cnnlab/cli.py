@@ -22,7 +22,8 @@ EXAMPLES = {
         cnnlab train --nproc 2 --device cpu              # 2 processes (torchrun, gloo)""",
     "eval": """
         cnnlab eval runs/lenet5-digits-20261122-104500
-        cnnlab eval runs/.../checkpoints/best.safetensors --data ../shared/datasets/mnist.tar.gz""",
+        cnnlab eval runs/.../checkpoints/best.safetensors --data ../shared/datasets/mnist.tar.gz
+        cnnlab eval RUN_DIR --data big-image-folder/ --in-memory no --workers 4""",
     "predict": """
         cnnlab predict runs/lenet5-mnist-.../checkpoints/best.safetensors seven.png
         cnnlab predict RUN_DIR a.png b.jpg --topk 5 --json""",
@@ -131,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="dataset to test on (default: the one it was trained on)")
     e.add_argument("--val-split", type=float, help="held-out fraction for data without test/")
     e.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    e.add_argument("--in-memory", default="auto", metavar="{auto,yes,no}",
+                   help="image folders / .tar.gz: yes (decode the images into memory), no "
+                        "(stream batches from disk), or auto (stream when the decoded training "
+                        "set exceeds CNNLAB_MEMORY_BUDGET_GB, as `cnnlab train` does; default)")
+    e.add_argument("--workers", type=int, default=2,
+                   help="processes decoding batches when streaming (0: in this process; "
+                        "default: 2)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     pr = _sub(subs, "predict", "top-k classes with probabilities for image files")
@@ -236,7 +244,8 @@ def _data_name(spec: str) -> str:
 def cmd_eval(args) -> int:
     from cnnlab.inference import evaluate
 
-    r = evaluate(args.checkpoint, data=args.data, device=args.device, val_split=args.val_split)
+    r = evaluate(args.checkpoint, data=args.data, device=args.device, val_split=args.val_split,
+                 in_memory=args.in_memory, workers=args.workers)
     print(json.dumps(r.to_dict(), indent=2) if args.json else r.format())
     return 0
 
@@ -288,7 +297,10 @@ def cmd_augment_preview(args) -> int:
     from cnnlab.data import load_data
     from cnnlab.transforms import preview
 
-    path = preview(load_data(args.data), args.augment, n=args.n, seed=args.seed, out=args.out)
+    # a folder too big for memory streams: only the n sampled images are decoded
+    data = load_data(args.data, in_memory="auto")
+    augment = "standard" if args.augment == "auto" else args.augment  # as `cnnlab train`
+    path = preview(data, augment, n=args.n, seed=args.seed, out=args.out)
     print(f"wrote {path}")
     return 0
 

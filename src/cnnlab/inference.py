@@ -78,27 +78,40 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
 
 
 def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu",
-             val_split: float | None = None) -> EvalResult:
+             val_split: float | None = None, in_memory: str = "auto",
+             workers: int = 2) -> EvalResult:
     """Accuracy, top-5, per-class accuracy and confusion matrix on ``data``'s test split
-    (default: the data the checkpoint was trained on)."""
+    (default: the data the checkpoint was trained on).
+
+    ``in_memory`` as for training (:func:`cnnlab.data.load_data`): an image folder too big
+    for memory ("no", or "auto" over the budget) is streamed from disk in batches decoded
+    by ``workers`` processes; the results are the same as in memory, batch for batch.
+    """
+    if workers < 0:
+        raise UserError(f"--workers {workers}: expected 0 or more worker processes")
     model, meta = load_model(checkpoint, device=device)
     spec = meta["input"]
     cfg = meta.get("config", {})
-    splits = load_data(data or meta.get("config", {}).get("data", "digits"),
-                       val_split=val_split if val_split is not None else cfg.get("val_split"),
-                       seed=cfg.get("seed", 0), progress=False)
+    source = data or cfg.get("data", "digits")
+    if val_split is None:
+        val_split = cfg.get("val_split")
+    splits = load_data(source, val_split=val_split, seed=cfg.get("seed", 0), progress=False,
+                       in_memory=in_memory)
     test = splits.test
     if list(test.classes) != list(meta["classes"]):
-        raise UserError(f"--data {data}: classes {test.classes} differ from the checkpoint's "
+        raise UserError(f"--data {source}: classes {test.classes} differ from the checkpoint's "
                         f"{meta['classes']}")
-    if test.shape != (spec["channels"], *spec["size"]):
-        raise UserError(f"--data {data}: images are {'x'.join(map(str, test.shape))}, the "
+    if tuple(test.shape) != (spec["channels"], *spec["size"]):
+        raise UserError(f"--data {source}: images are {'x'.join(map(str, test.shape))}, the "
                         f"model expects {spec['channels']}x{spec['size'][0]}x{spec['size'][1]}")
-    from cnnlab.train import predict_logits, topk_accuracy
+    from cnnlab.train import _streaming, predict_logits, predict_logits_stream, topk_accuracy
 
-    x = torch.from_numpy(test.images).to(device)
-    y = torch.from_numpy(test.labels).to(device)
-    logits = predict_logits(model, x, _norm(spec, device))
+    norm = _norm(spec, device)
+    if _streaming(test):  # decoded batch by batch; unreadable files skipped with a warning
+        logits, y = predict_logits_stream(model, test, norm, torch.device(device), workers=workers)
+    else:
+        y = torch.from_numpy(test.labels).to(device)
+        logits = predict_logits(model, torch.from_numpy(test.images).to(device), norm)
     k = len(meta["classes"])
     pred = logits.argmax(1)
     top5 = topk_accuracy(logits, y, 5)

@@ -524,7 +524,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
                 if bar:
                     bar.update(1)
                 if stop.signal is not None or (cfg.save_every and (gstep + 1) % cfg.save_every == 0):
-                    if stop.signal is None or s + 1 < steps_per_epoch:
+                    if s + 1 < steps_per_epoch:  # at the epoch's end its own checkpoint follows
                         st["loss_sum"] += loss_acc.item()
                         st["correct"] += int(correct_acc.item())
                         loss_acc.zero_()

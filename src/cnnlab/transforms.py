@@ -467,9 +467,11 @@ def preview(data_splits, augment="standard", n: int = 32, seed: int = 0,
             out: Path | str = "grid.png", ncols: int = 8, zoom: int | None = None) -> Path:
     """Write a grid PNG of ``n`` augmented training images (drawn with ``seed``); return its path.
 
-    data_splits: a DataSplits (its ``train`` split is used) or an ImageData; augment: a spec
-    for :func:`parse_augment`. Each cell is enlarged ``zoom`` times (nearest neighbour; default
-    so that a cell is at least 64 px). Grid size in pixels: width ``(ncols*(W+2)+2)*zoom``,
+    data_splits: a DataSplits (its ``train`` split is used), an ImageData, or a streamed
+    :class:`~cnnlab.data.stream.StreamingImageData` (only the ``n`` sampled files are decoded;
+    the same seed picks the same images either way); augment: a spec for
+    :func:`parse_augment`. Each cell is enlarged ``zoom`` times (nearest neighbour; default so
+    that a cell is at least 64 px). Grid size in pixels: width ``(ncols*(W+2)+2)*zoom``,
     height ``(rows*(H+2)+2)*zoom`` with ``ncols = min(ncols, n)``.
     """
     from PIL import Image
@@ -478,14 +480,20 @@ def preview(data_splits, augment="standard", n: int = 32, seed: int = 0,
 
     data = getattr(data_splits, "train", data_splits)
     aug = parse_augment(augment)
-    if n < 1 or len(data.images) == 0:
-        raise UserError(f"augment-preview: nothing to show (n={n}, {len(data.images)} images)")
-    c, h, w = data.images.shape[1:]
+    if n < 1 or len(data) == 0:
+        raise UserError(f"augment-preview: nothing to show (n={n}, {len(data)} images)")
+    c, h, w = data.shape
     if c not in (1, 3):
         raise UserError(f"augment-preview: can show 1- or 3-channel images, got {c} channels")
-    idx = np.sort(np.random.default_rng(seed).choice(len(data.images), min(n, len(data.images)),
+    idx = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)),
                                                      replace=False))
-    x = torch.from_numpy(data.images[idx]).float().div_(255)  # (n, C, H, W) in [0, 1]
+    if hasattr(data, "images"):
+        picked = data.images[idx]
+    else:  # streamed from disk: decode only the sampled files (unreadable ones skipped)
+        picked, _ = data.read(idx)
+        if not len(picked):
+            raise UserError(f"augment-preview: none of the {len(idx)} sampled images could be read")
+    x = torch.from_numpy(picked).float().div_(255)  # (n, C, H, W) in [0, 1]
     y = aug(x, torch.Generator().manual_seed(seed))
     grid = make_grid(y, ncols)
     zoom = zoom or max(1, 64 // max(h, w))
