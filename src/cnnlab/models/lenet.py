@@ -32,6 +32,18 @@ def check_lenet_args(activation: str, pool: str, input_size: int) -> None:
                          f"padded by 2), received {input_size}.")
 
 
+def lenet_block(conv, act, pooling, pool: str) -> tuple:
+    """(conv, act, pool), or (conv, pool, act) when pooling by max (shared by both engines).
+
+    A max and a non-decreasing activation commute: relu(max(a, b)) = max(relu(a), relu(b)),
+    and likewise for tanh. Pooling first computes the same function, with the same
+    gradients, while the activation and its backward touch a quarter of the values (about
+    20% of a LeNet-5 training step on a CPU). Average pooling does not commute with a
+    nonlinearity, so there the activation comes first.
+    """
+    return (conv, pooling, act) if pool == "max" else (conv, act, pooling)
+
+
 class LeNet5(nn.Module):
     """LeNet-5 with `features` (C1..S4), `classifier` (C5..output) like torchvision's models.
 
@@ -50,13 +62,11 @@ class LeNet5(nn.Module):
         check_lenet_args(activation, pool, input_size)
         act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
         self.input_size = input_size
+        c1 = nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0)  # N x 6 x 28 x 28
+        c3 = nn.Conv2d(6, 16, 5)  # N x 16 x 10 x 10
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0),  # N x 6 x 28 x 28
-            act(),
-            pooling(2, 2),  # N x 6 x 14 x 14
-            nn.Conv2d(6, 16, 5),  # N x 16 x 10 x 10
-            act(),
-            pooling(2, 2),  # N x 16 x 5 x 5
+            *lenet_block(c1, act(), pooling(2, 2), pool),  # S2: N x 6 x 14 x 14
+            *lenet_block(c3, act(), pooling(2, 2), pool),  # S4: N x 16 x 5 x 5
         )
         self.flatten = nn.Flatten()  # N x 400
         self.classifier = nn.Sequential(

@@ -10,7 +10,7 @@ the children in reverse.
 
 from __future__ import annotations
 
-from cnnlab.models.lenet import check_lenet_args
+from cnnlab.models.lenet import check_lenet_args, lenet_block
 from cnnlab.registry import list_models, register_engine
 from cnnlab.scratch import nn
 
@@ -50,13 +50,11 @@ class LeNet5(Chain):
         check_lenet_args(activation, pool, input_size)
         act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
         self.input_size = input_size
+        c1 = nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0)  # N x 6 x 28 x 28
+        c3 = nn.Conv2d(6, 16, 5)  # N x 16 x 10 x 10
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0),  # N x 6 x 28 x 28
-            act(),
-            pooling(2, 2),  # N x 6 x 14 x 14
-            nn.Conv2d(6, 16, 5),  # N x 16 x 10 x 10
-            act(),
-            pooling(2, 2),  # N x 16 x 5 x 5
+            *lenet_block(c1, act(), pooling(2, 2), pool),  # S2: N x 6 x 14 x 14
+            *lenet_block(c3, act(), pooling(2, 2), pool),  # S4: N x 16 x 5 x 5
         )
         self.flatten = nn.Flatten()  # N x 400
         self.classifier = nn.Sequential(
