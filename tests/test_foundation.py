@@ -203,3 +203,22 @@ def test_shared_mnist_archive_loads_and_caches(monkeypatch):
     monkeypatch.setattr(folder, "decode_images", no_decoding)
     again = load_data(str(path), progress=False)  # ~0.1 s here; timings in benchmarks/
     assert np.array_equal(again.test.images, d.test.images)
+
+
+def test_stratified_split_is_remembered_without_importing_sklearn_again():
+    import subprocess
+    import sys
+
+    from cnnlab.data import stratified_split
+
+    labels = np.repeat(np.arange(4), 25)
+    tr, te = stratified_split(labels, 0.2, seed=3)
+    assert len(te) == 20 and np.array_equal(np.bincount(labels[te]), [5, 5, 5, 5])
+    assert np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(100))
+    # a second process (same CNNLAB_CACHE) gets the same split from the cache, no sklearn
+    code = ("import sys, numpy as np; from cnnlab.data import stratified_split;"
+            "tr, te = stratified_split(np.repeat(np.arange(4), 25), 0.2, seed=3);"
+            "print(' '.join(map(str, te)), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *idx, imported = out.stdout.split()
+    assert [int(i) for i in idx] == te.tolist() and imported == "False"
