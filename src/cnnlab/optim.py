@@ -59,8 +59,12 @@ class Optimizer:
                 else:
                     p.grad.detach_().zero_()
 
-    def _with_grad(self, group: dict) -> list[torch.Tensor]:
-        return [p for p in group["params"] if p.grad is not None]
+    def _groups_with_grad(self):
+        """(group, its parameters that have a gradient) for each group with any."""
+        for g in self.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            if params:
+                yield g, params
 
     def state_dict(self) -> dict:
         """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``
@@ -105,10 +109,7 @@ class SGD(Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        for g in self.param_groups:
-            params = self._with_grad(g)
-            if not params:
-                continue
+        for g, params in self._groups_with_grad():
             grads = [p.grad for p in params]
             if g["weight_decay"]:
                 grads = torch._foreach_add(grads, params, alpha=g["weight_decay"])
@@ -146,10 +147,7 @@ class Adam(Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        for g in self.param_groups:
-            params = self._with_grad(g)
-            if not params:
-                continue
+        for g, params in self._groups_with_grad():
             b1, b2 = g["betas"]
             lr, wd = g["lr"], g["weight_decay"]
             for p in params:

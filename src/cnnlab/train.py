@@ -284,6 +284,14 @@ def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, k: int = 5) -> float | 
     return (logits.topk(k, 1).indices == y[:, None]).any(1).float().mean().item()
 
 
+def new_loop_state() -> dict:
+    """The training loop's position, saved in every checkpoint (both engines): the epoch and
+    step reached, the epoch's running loss/accuracy sums (so a resumed epoch reports what an
+    uninterrupted one would), best-epoch tracking and the time spent so far."""
+    return {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
+            "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0}
+
+
 def _rng_state() -> dict:
     import random
 
@@ -398,8 +406,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    st = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
-          "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0}
+    st = new_loop_state()
     if resume is not None:
         weights, meta, ts = load_resume(run)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})

@@ -37,3 +37,26 @@ def atomic_write(path: Path | str, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_npz(path: Path) -> dict | None:
+    """All arrays of a cached ``.npz`` (never unpickling), or None when absent; a damaged
+    file is deleted, so it is rebuilt rather than trusted."""
+    import numpy as np
+
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def write_npz(path: Path, **arrays) -> None:
+    """Write a cache ``.npz`` atomically (uncompressed: 60,000 MNIST images read in ~0.1 s)."""
+    import numpy as np
+
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)

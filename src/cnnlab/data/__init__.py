@@ -75,25 +75,20 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0):
         raise UserError(f"--val-split: expected a fraction between 0 and 1, got {test_fraction}")
     import hashlib
 
-    from cnnlab.utils import atomic_write, cache_dir
+    from cnnlab.utils import cache_dir, read_npz, write_npz
 
     labels = np.ascontiguousarray(labels)
     key = hashlib.sha256(labels.tobytes() + f"|{labels.dtype}|{test_fraction!r}|{seed}".encode())
     cache = cache_dir() / "splits" / f"{key.hexdigest()[:16]}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return z["train"], z["test"]
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # damaged: recomputed below
+    if (z := read_npz(cache)) is not None and {"train", "test"} <= z.keys():
+        return z["train"], z["test"]
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
     tr, te = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
     tr, te = np.sort(tr), np.sort(te)
     try:
-        with atomic_write(cache) as f:
-            np.savez(f, train=tr, test=te)
+        write_npz(cache, train=tr, test=te)
     except OSError:  # an unwritable cache only costs the import next time
         pass
     return tr, te

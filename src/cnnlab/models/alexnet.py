@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
 
 
@@ -67,7 +68,7 @@ def _lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
-class AlexNet(nn.Module):
+class AlexNet(Classifier):
     """AlexNet (2012) with ``features`` -> ``flatten`` -> ``classifier``.
 
     Args:
@@ -133,15 +134,6 @@ class AlexNet(nn.Module):
             nn.init.zeros_(m.bias)
         for m in (convs[1], convs[3], convs[4], fcs[0], fcs[1]):
             nn.init.ones_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # N x 256 x 6 x 6
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.flatten(x))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("alexnet", paper="Krizhevsky et al., ImageNet classification with deep "

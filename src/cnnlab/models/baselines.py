@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
 
 
@@ -22,7 +23,7 @@ def _flat_size(in_channels: int, input_size) -> int:
     return in_channels * h * w
 
 
-class MLP(nn.Module):
+class MLP(Classifier):
     """``flatten`` -> ``classifier`` = [Linear -> ReLU] per hidden size -> Linear.
 
     The children and keys are those of the NumPy twin (:class:`cnnlab.scratch.models.MLP`):
@@ -56,11 +57,8 @@ class MLP(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier[-1](x)  # N x num_classes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
-
-class LinearClassifier(nn.Module):
+class LinearClassifier(Classifier):
     """Softmax classifier on raw pixels: y = W x + b (``flatten`` -> ``fc``), one template (row
     of W) per class: ``fc.weight[k]`` reshaped to (C, H, W) is the template of class k.
     ``forward_features`` is the flattened image.
@@ -78,9 +76,6 @@ class LinearClassifier(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x)  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("mlp", paper="Multi-layer perceptron baseline (lectures: 784-2048-1024-10)",

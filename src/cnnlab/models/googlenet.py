@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
 
 
@@ -108,7 +109,7 @@ _TABLE = {
 }
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Classifier):
     """GoogLeNet (Inception v1).
 
     Args:
@@ -187,9 +188,6 @@ class GoogLeNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.flatten(self.avgpool(x))))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     @property
     def aux_outputs(self) -> list[torch.Tensor]:

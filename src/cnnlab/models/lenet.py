@@ -10,17 +10,14 @@ RBF layer; like every modern re-implementation we connect all maps and use a lin
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def check_lenet_args(activation: str, pool: str, input_size: int) -> None:
-    """Validate LeNet-5's options (shared by the torch model and its NumPy twin)."""
+    """Validate LeNet-5's options."""
     if activation not in ("relu", "tanh"):
         raise ValueError(f"Invalid value for argument `activation`: expected one of "
                          f"['relu', 'tanh'], received {activation!r}.")
@@ -32,19 +29,40 @@ def check_lenet_args(activation: str, pool: str, input_size: int) -> None:
                          f"padded by 2), received {input_size}.")
 
 
-def lenet_block(conv, act, pooling, pool: str) -> tuple:
-    """(conv, act, pool), or (conv, pool, act) when pooling by max (shared by both engines).
+def lenet_layers(nn_lib, num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
+                 pool: str = "max", input_size: int = 32) -> tuple[list, list]:
+    """LeNet-5's (features, classifier) layer lists, built from ``nn_lib``: ``torch.nn``, or
+    ``cnnlab.scratch.nn`` (same layer names) for the NumPy twin, so both engines declare the
+    same network once.
 
-    A max and a non-decreasing activation commute: relu(max(a, b)) = max(relu(a), relu(b)),
-    and likewise for tanh. Pooling first computes the same function, with the same
-    gradients, while the activation and its backward touch a quarter of the values (about
-    20% of a LeNet-5 training step on a CPU). Average pooling does not commute with a
-    nonlinearity, so there the activation comes first.
+    With max pooling each block is conv -> pool -> activation: a max and a non-decreasing
+    activation commute (relu(max(a, b)) = max(relu(a), relu(b)), likewise tanh), so pooling
+    first is the same function with the same gradients while the activation and its
+    backward touch a quarter of the values (about 20% of a LeNet-5 training step on a CPU).
+    Average pooling (the paper's subsampling) does not commute with a nonlinearity, so there
+    the activation comes first.
     """
-    return (conv, pooling, act) if pool == "max" else (conv, act, pooling)
+    check_lenet_args(activation, pool, input_size)
+    act = {"relu": nn_lib.ReLU, "tanh": nn_lib.Tanh}[activation]
+    pooling = {"max": nn_lib.MaxPool2d, "avg": nn_lib.AvgPool2d}[pool]
+
+    def block(conv):
+        return [conv, pooling(2, 2), act()] if pool == "max" else [conv, act(), pooling(2, 2)]
+
+    c1 = nn_lib.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0)
+    features = [
+        *block(c1),  # C1, S2: N x 6 x 28 x 28 -> N x 6 x 14 x 14
+        *block(nn_lib.Conv2d(6, 16, 5)),  # C3, S4: N x 16 x 10 x 10 -> N x 16 x 5 x 5
+    ]
+    classifier = [
+        nn_lib.Linear(16 * 5 * 5, 120), act(),  # C5 (on the flattened N x 400)
+        nn_lib.Linear(120, 84), act(),  # F6
+        nn_lib.Linear(84, num_classes),  # output
+    ]
+    return features, classifier
 
 
-class LeNet5(nn.Module):
+class LeNet5(Classifier):
     """LeNet-5 with `features` (C1..S4), `classifier` (C5..output) like torchvision's models.
 
     Args:
@@ -59,32 +77,12 @@ class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
                  pool: str = "max", input_size: int = 32):
         super().__init__()
-        check_lenet_args(activation, pool, input_size)
-        act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
+        features, classifier = lenet_layers(nn, num_classes, in_channels, activation, pool,
+                                            input_size)
         self.input_size = input_size
-        c1 = nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0)  # N x 6 x 28 x 28
-        c3 = nn.Conv2d(6, 16, 5)  # N x 16 x 10 x 10
-        self.features = nn.Sequential(
-            *lenet_block(c1, act(), pooling(2, 2), pool),  # S2: N x 6 x 14 x 14
-            *lenet_block(c3, act(), pooling(2, 2), pool),  # S4: N x 16 x 5 x 5
-        )
-        self.flatten = nn.Flatten()  # N x 400
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120),  # C5
-            act(),
-            nn.Linear(120, 84),  # F6
-            act(),
-            nn.Linear(84, num_classes),  # output
-        )
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.flatten(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.features = nn.Sequential(*features)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(*classifier)
 
     # Layers that visualisation (activation maps, Grad-CAM) hooks by default.
     feature_layers = {"last_conv": "features.3"}

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
 
 
@@ -83,7 +84,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     """ImageNet ResNet with torchvision's module names.
 
     Args:
@@ -145,9 +146,6 @@ class ResNet(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 class ShortcutA(nn.Module):
     """Option A shortcut: x[:, :, ::stride, ::stride] with ``extra`` zero channels on each side
@@ -185,7 +183,7 @@ class CifarBlock(nn.Module):
         return self.relu(out)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(Classifier):
     """The paper's CIFAR-10 ResNet (or plain net) with 6n+2 layers, for 32x32 inputs.
 
     Args:
@@ -227,9 +225,6 @@ class CifarResNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _PAPER = "He et al., Deep residual learning for image recognition"

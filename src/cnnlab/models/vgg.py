@@ -18,10 +18,10 @@ so cnnlab has no such layer: FC6 is sized for the actual feature map of ``input_
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from cnnlab.models.alexnet import _check_input_size, feature_shape
+from cnnlab.models.base import Classifier
 from cnnlab.registry import register_model
 
 # Table 1 of the paper: numbers are 3x3 conv widths, "M" a 2x2/2 max pool.
@@ -50,7 +50,7 @@ def make_layers(cfg: list[int | str], in_channels: int = 3, batch_norm: bool = F
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Module):
+class VGG(Classifier):
     """VGG with ``features`` -> ``flatten`` -> ``classifier`` (torchvision's key layout).
 
     Args:
@@ -95,15 +95,6 @@ class VGG(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # N x 512 x 7 x 7
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.flatten(x))  # N x num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image recognition"

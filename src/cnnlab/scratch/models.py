@@ -10,12 +10,9 @@ the children in reverse.
 
 from __future__ import annotations
 
-from cnnlab.models.lenet import check_lenet_args, lenet_block
+from cnnlab.models.lenet import lenet_layers
 from cnnlab.registry import list_models, register_engine
 from cnnlab.scratch import nn
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def _run(layers, x):
@@ -47,21 +44,12 @@ class LeNet5(Chain):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
                  pool: str = "max", input_size: int = 32):
         super().__init__()
-        check_lenet_args(activation, pool, input_size)
-        act, pooling = _ACTIVATIONS[activation], _POOLS[pool]
+        features, classifier = lenet_layers(nn, num_classes, in_channels, activation, pool,
+                                            input_size)
         self.input_size = input_size
-        c1 = nn.Conv2d(in_channels, 6, 5, padding=2 if input_size == 28 else 0)  # N x 6 x 28 x 28
-        c3 = nn.Conv2d(6, 16, 5)  # N x 16 x 10 x 10
-        self.features = nn.Sequential(
-            *lenet_block(c1, act(), pooling(2, 2), pool),  # S2: N x 6 x 14 x 14
-            *lenet_block(c3, act(), pooling(2, 2), pool),  # S4: N x 16 x 5 x 5
-        )
-        self.flatten = nn.Flatten()  # N x 400
-        self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120), act(),  # C5
-            nn.Linear(120, 84), act(),  # F6
-            nn.Linear(84, num_classes),  # output
-        )
+        self.features = nn.Sequential(*features)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(*classifier)
 
     def forward_features(self, x):
         return self.features(x)

@@ -140,10 +140,7 @@ def _train_numpy(cfg: TrainConfig, resume: str | Path | None) -> dict:
     n = len(data.train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    # the loop's position: a mid-epoch checkpoint stores the step reached and the running
-    # sums, so a resumed epoch reports the same train loss/accuracy as an uninterrupted one
-    st = {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
-          "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0}
+    st = T.new_loop_state()
     if resume is not None:
         weights, _, ts = T.load_resume(run)
         model.load_state_dict(weights)
