@@ -8,3 +8,7 @@ shows the traceback. It subclasses `ValueError` so library callers can catch eit
 
 class UserError(ValueError):
     """Bad input from the user: one clear line naming the argument/path and what was expected."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""

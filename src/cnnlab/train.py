@@ -30,13 +30,9 @@ from torch import nn
 from cnnlab import optim
 from cnnlab.config import TrainConfig, make_config
 from cnnlab.data import DataSplits, load_data
-from cnnlab.errors import UserError
+from cnnlab.errors import TrainingError, UserError  # noqa: F401 - TrainingError re-exported
 from cnnlab.registry import get_model, model_info
 from cnnlab.run import RunDir
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
 # ----------------------------------------------------------------------------- setup
