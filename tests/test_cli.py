@@ -25,7 +25,8 @@ def test_train_writes_the_run_directory(digits_run, capsys):
               "checkpoints/last.json", "checkpoints/best.safetensors", "checkpoints/best.json"):
         assert f in files
     rows = (digits_run / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,train_acc,test_loss,test_acc,test_top5,lr,seconds"
+    assert rows[0] == ("epoch,train_loss,train_acc,val_loss,val_acc,val_top5,test_loss,test_acc,"
+                       "test_top5,lr,seconds")
     assert len(rows) == 4
     final = json.loads((digits_run / "final.json").read_text())
     assert final["epochs"] == 3 and final["model"] == "lenet5" and final["data"] == "digits"
@@ -40,7 +41,8 @@ def test_eval_prints_accuracy_and_confusion_matrix(digits_run, capsys):
     assert main(["eval", str(digits_run), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     final = json.loads((digits_run / "final.json").read_text())
-    assert abs(r["accuracy"] - final["best_test_accuracy"]) < 1e-6  # eval uses best.*
+    assert final["checkpoint"]["name"] == "best"  # chosen on the validation split
+    assert abs(r["accuracy"] - final["test_accuracy"]) < 1e-6  # eval uses best.*
     cm = np.array(r["confusion"])
     assert cm.shape == (10, 10) and cm.sum() == 360
     assert main(["eval", str(digits_run)]) == 0
@@ -180,7 +182,7 @@ def test_given_normalisation_is_stored_and_bad_values_are_named(tmp_path, capsys
     meta = json.loads((run / "checkpoints" / "last.json").read_text())
     assert meta["input"]["mean"] == [0.3] and meta["input"]["std"] == [0.4]
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    assert 0 <= row["test_acc"] <= row["test_top5"] <= 1  # top-5 with 10 classes
+    assert 0 <= row["val_acc"] <= row["val_top5"] <= 1  # top-5 with 10 classes
     assert main(["train", "--epochs", "1", "--normalize", "0.3,0.2/0.4", "--out",
                  str(tmp_path / "bad")]) == 2
     assert "--normalize 0.3,0.2/0.4: expected auto, none, or MEAN/STD with 1" in \

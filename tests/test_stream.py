@@ -81,7 +81,7 @@ def test_streamed_resume_mid_epoch_is_bit_identical(folder, tmp_path, monkeypatc
     import os
     import signal
 
-    import cnnlab.train as T
+    import cnnlab.training.loop as T  # the loop looks lr_factor up here
 
     args = ["--data", str(folder), *TRAIN_ARGS, "--in-memory", "no", "--workers", "1"]
     ref = tmp_path / "ref"

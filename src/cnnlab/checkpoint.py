@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -176,26 +177,99 @@ def resolve_checkpoint(path: Path | str) -> Path:
     return p
 
 
+MAX_HEADER = 100_000_000  # bytes; safetensors' own limit
+
+
+def _header(p: Path) -> dict:
+    """The safetensors JSON header of ``p`` as a dict (ValueError when it is not one)."""
+    with open(p, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n < MAX_HEADER:
+            raise ValueError(f"header size {n} out of range")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except RecursionError:  # `[[[[...]]]]` nested deeper than Python's stack
+        raise ValueError("header nested too deeply") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
+    md = header.get("__metadata__", {})
+    if not isinstance(md, dict) or not all(isinstance(v, str) for v in md.values()):
+        raise ValueError("header __metadata__ is not a mapping of strings")
+    return md
+
+
 def read_meta(path: Path | str) -> dict:
-    """The metadata stored in a checkpoint's header (raises UserError if not a cnnlab one)."""
+    """The metadata stored in a checkpoint's header (raises UserError if not a cnnlab one).
+
+    The metadata is checked (:func:`check_meta`) so that a damaged or edited checkpoint is
+    reported here, naming the file, rather than as a crash far from it.
+    """
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                raise ValueError("bad header size")
-            header = json.loads(f.read(n))
-        text = header.get("__metadata__", {}).get("cnnlab")
+        text = _header(p).get("cnnlab")
         if text is None:
             raise ValueError("no cnnlab metadata")
         meta = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{p}: not a cnnlab checkpoint (metadata nested too deeply)") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: not a cnnlab checkpoint (expected a .safetensors file written by "
                         f"cnnlab; {e})") from e
+    if not isinstance(meta, dict):
+        raise UserError(f"{p}: corrupt checkpoint metadata (a JSON {type(meta).__name__}, "
+                        f"expected an object)")
     if meta.get("format") != FORMAT:
         raise UserError(f"{p}: unsupported checkpoint format {meta.get('format')!r} "
                         f"(expected {FORMAT})")
+    check_meta(meta, p)
     return meta
+
+
+def _bad(p, key: str, found, expected: str) -> UserError:
+    shown = repr(found)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return UserError(f"{p}: corrupt checkpoint metadata: {key} is {shown}, expected {expected}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_meta(meta: dict, p: Path | str) -> None:
+    """Types and sizes of what loading a model relies on: ``model`` (a name),
+    ``model_kwargs`` (an object), ``classes`` (names, at least 1), ``input`` (channels 1 or 3,
+    size [H, W] of 1..65536, mean/std one number per channel, std > 0), ``epoch``.
+    Raises UserError naming ``p``, the key, what was found and what was expected."""
+    if not isinstance(meta.get("model"), str) or not meta["model"]:
+        raise _bad(p, "model", meta.get("model"), "a model name")
+    if not isinstance(meta.get("model_kwargs", {}), dict):
+        raise _bad(p, "model_kwargs", meta["model_kwargs"], "an object of constructor arguments")
+    classes = meta.get("classes")
+    if (not isinstance(classes, list) or not classes
+            or not all(isinstance(c, str) for c in classes)):
+        raise _bad(p, "classes", classes, "a non-empty list of class names")
+    spec = meta.get("input")
+    if not isinstance(spec, dict):
+        raise _bad(p, "input", spec, "the input spec {channels, size, mean, std}")
+    c, size = spec.get("channels"), spec.get("size")
+    if c not in (1, 3) or not _is_int(c):
+        raise _bad(p, "input.channels", c, "1 or 3")
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(_is_int(v) and 1 <= v <= 65536 for v in size)):
+        raise _bad(p, "input.size", size, "[height, width], each 1 to 65536")
+    for key in ("mean", "std"):
+        v = spec.get(key)
+        if (not isinstance(v, list) or len(v) != c or not all(_is_num(x) for x in v)
+                or (key == "std" and not all(x > 0 for x in v))):
+            raise _bad(p, f"input.{key}", v, f"{c} finite number(s)"
+                       + (", each > 0" if key == "std" else ""))
+    if "epoch" in meta and not _is_int(meta["epoch"]):
+        raise _bad(p, "epoch", meta["epoch"], "an integer")
 
 
 def load_checkpoint(path: Path | str, with_train_state: bool = False):

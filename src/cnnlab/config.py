@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,10 @@ class TrainConfig:
     data: str = "digits"  # "digits", a canonical name (mnist, cifar10, ...), a folder or .tar.gz
     engine: str = "torch"  # "torch" or "numpy" (cnnlab.scratch)
     model_kwargs: dict = field(default_factory=dict)  # extra constructor arguments
-    val_split: float | None = None  # held-out fraction when the data has no test/ folder
+    val_split: float = 0.1  # fraction of the training set held out for model selection (best
+    # checkpoint, early stopping); 0: train on everything, select nothing (keep the last)
+    test_split: float | None = None  # fraction held out for testing when the data has
+    # no test/ folder (a single <class>/* tree)
     # how long
     epochs: int = 30
     batch_size: int = 64  # global batch (split over processes under torchrun)
@@ -41,6 +46,15 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global grad norm
     aux_weight: float = 0.3  # GoogLeNet's auxiliary-classifier loss weight
+    # fine-tuning (cnnlab.training.finetune)
+    init: str | None = None  # start from: a cnnlab checkpoint/run, a torchvision .pth, a .safetensors
+    freeze: str | None = None  # "backbone" (all but the head) or "until:LAYER" (up to LAYER)
+    unfreeze_at: int = 0  # epoch (1-based) from which frozen layers train too (0: never)
+    lr_backbone: float = 1.0  # learning-rate factor for the pretrained (non-head) layers
+    # knowledge distillation (cnnlab.training.objectives.Distillation; Hinton et al. 2015)
+    teacher: str | None = None  # a checkpoint or run directory of either engine
+    kd_temperature: float = 4.0  # softmax temperature T of both teacher and student
+    kd_alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha on the labels
     # data pipeline
     augment: str = "auto"  # "auto", "none", or a spec like "crop:4,flip,jitter:0.4"
     normalize: str = "auto"  # "auto" = per-channel mean/std of the training set; "none";
@@ -58,7 +72,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None  # run directory (default runs/<model>-<data>-<timestamp>)
     save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
-    early_stop: int = 0  # stop after N epochs without test-accuracy improvement (0: never)
+    early_stop: int = 0  # stop after N epochs without validation-accuracy improvement (0: never)
     tensorboard: bool = False
     progress: str = "auto"  # auto (bars on a terminal, lines otherwise) | bar | lines | none
 
@@ -77,23 +91,214 @@ def check_keys(d: dict, where: str) -> None:
             raise UserError(f"{where}: unknown config key {k!r}{hint}")
 
 
-def load_yaml(path: str | Path) -> dict:
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything past 1 MB
+MAX_STR = 4096  # characters in one string value
+MAX_KWARGS = 64  # entries in model_kwargs
+
+
+class _AliasError(yaml.YAMLError):
+    pass
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (``*name``: a "billion laughs" expands them
+    exponentially once the config is copied) and reads ``1e-3`` as a float (YAML 1.1, and so
+    PyYAML, needs a dot: ``1.0e-3``)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise _AliasError(f"line {ev.start_mark.line + 1}: alias *{ev.anchor} is not "
+                              f"allowed (YAML anchors and aliases are refused in a cnnlab "
+                              f"config: write the values out)")
+        return super().compose_node(parent, index)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(path: str | Path, what: str = "--config") -> dict:
+    """A YAML config file -> dict of checked config values (:func:`check_config`).
+
+    ``what`` starts error messages (``--config``; ``--resume`` for a run's config.yaml).
+    Refused, each with one line naming the file: unreadable or binary files, files over
+    1 MB, invalid YAML, aliases, tags such as ``!!python/object`` (never constructed:
+    ``yaml.safe_load`` knows only plain types), unknown keys, wrong types, out-of-range
+    values.
+    """
     p = Path(path)
+    where = f"{what} {p}"
     try:
-        d = yaml.safe_load(p.read_text()) or {}
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{where}: {p.stat().st_size:,} bytes is too large for a config "
+                            f"file (expected at most {MAX_CONFIG_BYTES:,})")
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
-        raise UserError(f"--config {p}: cannot read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {p}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise UserError(f"{where}: cannot read ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{where}: not a text file (byte {e.start} is not UTF-8); expected "
+                        f"YAML config keys") from e
+    try:
+        d = yaml.load(text, Loader=_ConfigLoader) or {}
+    except _AliasError as e:
+        raise UserError(f"{where}: {e}") from e
+    except yaml.constructor.ConstructorError as e:
+        tag = (getattr(e, "problem", "") or str(e)).split(" for the tag ")[-1].strip("'")
+        line = f"line {e.problem_mark.line + 1}: " if getattr(e, "problem_mark", None) else ""
+        raise UserError(f"{where}: {line}tag {tag.replace('tag:yaml.org,2002:', '!!')} is not "
+                        f"allowed (plain YAML values only: numbers, strings, booleans, lists, "
+                        f"mappings)") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        first = str(e).splitlines()[0] if str(e) else "nested too deeply"
+        raise UserError(f"{where}: not valid YAML ({first})") from e
     if not isinstance(d, dict):
-        raise UserError(f"--config {p}: expected a mapping of config keys, got {type(d).__name__}")
-    check_keys(d, f"--config {p}")
-    return d
+        raise UserError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
+    check_keys(d, where)
+    return check_config(d, where)
 
 
 def make_config(base: dict | None = None, **overrides) -> TrainConfig:
-    """TrainConfig from ``base`` (e.g. a YAML file's contents) updated by non-None overrides."""
+    """TrainConfig from ``base`` (e.g. a YAML file's contents) updated by non-None overrides.
+
+    Every value is checked (:func:`check_config`): type, then range (:data:`RANGES`).
+    """
     d = dict(base or {})
     d.update({k: v for k, v in overrides.items() if v is not None})
     check_keys(d, "config")
+    d = check_config(d, "config")
+    if d.get("model_kwargs"):  # against the builder's signature: a typo is an error
+        from cnnlab.registry import check_model_kwargs
+
+        d["model_kwargs"] = check_model_kwargs(d.get("model", FIELDS["model"].default),
+                                               d["model_kwargs"], d.get("engine", "torch"))
     return TrainConfig(**d)
+
+
+# -- value checks: one table of ranges, used by the CLI at parse time and by make_config ---
+
+# name: (low, high, low_inclusive, high_inclusive); NaN and infinities are always refused
+RANGES = {
+    "epochs": (1, 1_000_000, True, True),
+    "batch_size": (1, 1 << 20, True, True),
+    "lr": (0.0, 1e3, False, True),
+    "momentum": (0.0, 1.0, True, True),
+    "weight_decay": (0.0, 1.0, True, True),
+    "warmup_epochs": (0.0, 1e6, True, True),
+    "label_smoothing": (0.0, 1.0, True, False),
+    "grad_clip": (0.0, 1e12, False, True),
+    "aux_weight": (0.0, 1e3, True, True),
+    "val_split": (0.0, 1.0, True, False),
+    "test_split": (0.0, 1.0, False, False),
+    "unfreeze_at": (0, 1_000_000, True, True),
+    "lr_backbone": (0.0, 1e3, True, True),
+    "kd_temperature": (0.0, 1e3, False, True),
+    "kd_alpha": (0.0, 1.0, True, True),
+    "workers": (0, 256, True, True),
+    "threads": (1, 1024, True, True),
+    "seed": (0, 2 ** 63 - 1, True, True),
+    "save_every": (0, 10 ** 12, True, True),
+    "early_stop": (0, 1_000_000, True, True),
+    # command-line arguments that are not config keys
+    "nproc": (1, 1024, True, True),  # cnnlab train --nproc
+    "num_classes": (1, 1_000_000, True, True),  # cnnlab summary --num-classes
+    "depth": (0, 1000, True, True),  # cnnlab summary --depth
+    "stride": (1, 16, True, True),  # cnnlab explain: worked examples on small matrices
+    "padding": (0, 16, True, True),
+}
+
+
+def _num(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+
+def range_text(name: str) -> str:
+    """The allowed range of ``name`` as people write it: ``0 <= x < 1``, ``x > 0``, ..."""
+    lo, hi, lo_in, hi_in = RANGES[name]
+    if hi >= 1e12:  # no upper bound worth stating
+        return f"{name} {'>=' if lo_in else '>'} {_num(lo)}"
+    return f"{_num(lo)} {'<=' if lo_in else '<'} {name} {'<=' if hi_in else '<'} {_num(hi)}"
+
+
+def check_range(name: str, value, flag: str | None = None):
+    """``value`` if it lies in ``RANGES[name]`` and is finite; else a UserError naming the
+    argument (``flag``, default ``--name``), the value and the allowed range."""
+    if name not in RANGES or value is None:
+        return value
+    lo, hi, lo_in, hi_in = RANGES[name]
+    ok = (math.isfinite(value) and (value >= lo if lo_in else value > lo)
+          and (value <= hi if hi_in else value < hi))
+    if not ok:
+        flag = flag or "--" + name.replace("_", "-")
+        raise UserError(f"{flag} {value}: out of range (expected {range_text(name)})")
+    return value
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string",
+               "bool": "true or false", "dict": "a mapping (e.g. {activation: tanh})"}
+
+
+def _expected(kinds: list[str]) -> str:
+    text = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds if k != "None")
+    return text + (" or null" if "None" in kinds else "")
+
+
+def _found(v) -> str:
+    shown = repr(v)
+    return f"{type(v).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def _fits(v, kind: str) -> bool:
+    if kind == "None":
+        return v is None
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str) and len(v) <= MAX_STR
+    if kind == "dict":
+        return isinstance(v, dict)
+    return True  # a type this check does not know: left to the code that uses it
+
+
+def _check_kwargs(d: dict, where: str) -> None:
+    """model_kwargs: at most 64 string keys; values plain scalars or short lists of them."""
+    scalar = (bool, int, float, str, type(None))
+    if len(d) > MAX_KWARGS:
+        raise UserError(f"{where}: model_kwargs has {len(d)} entries (expected at most "
+                        f"{MAX_KWARGS})")
+    for k, v in d.items():
+        ok = isinstance(k, str) and (isinstance(v, scalar) or (
+            isinstance(v, list) and len(v) <= 64 and all(isinstance(x, scalar) for x in v)))
+        if not ok or (isinstance(v, str) and len(v) > MAX_STR):
+            raise UserError(f"{where}: model_kwargs.{k}: found {_found(v)}, expected a number, "
+                            f"string, boolean, null or a short list of them")
+
+
+def check_config(d: dict, where: str = "config") -> dict:
+    """Check each value of ``d`` against its TrainConfig field's type and :data:`RANGES`.
+
+    Returns ``d`` with ints given for float fields made floats. Raises UserError on the
+    first bad value: ``WHERE: KEY: found TYPE VALUE, expected WHAT``.
+    """
+    out = dict(d)
+    for k, v in d.items():
+        if k not in FIELDS:
+            continue
+        kinds = [t.strip() for t in str(FIELDS[k].type).split("|")]
+        if not any(_fits(v, kind) for kind in kinds):
+            raise UserError(f"{where}: {k}: found {_found(v)}, expected {_expected(kinds)}")
+        if k == "model_kwargs":
+            _check_kwargs(v, where)
+        if "float" in kinds and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v = float(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k in RANGES:
+            try:
+                check_range(k, v)
+            except UserError:
+                raise UserError(f"{where}: {k}: found {v}, expected {range_text(k)}") from None
+    return out

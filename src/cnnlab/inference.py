@@ -19,10 +19,15 @@ from cnnlab.registry import get_model
 def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu"):
     """(model in eval mode, metadata) from a checkpoint written by either engine."""
     weights, meta = load_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     try:
         model = get_model(meta["model"], engine=engine, **meta.get("model_kwargs", {}))
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{checkpoint}: checkpoint names a model cnnlab cannot build ({e})") from e
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: checkpoint names a model cnnlab cannot build "
+                        f"({str(e).splitlines()[0]})") from e
+    if (n := _num_outputs(meta, engine)) is not None and n != len(meta["classes"]):
+        raise UserError(f"{path}: corrupt checkpoint metadata: {len(meta['classes'])} class "
+                        f"names for a model with {n} outputs (expected one name per output)")
     if engine == "torch":
         sd = {k: torch.from_numpy(v) for k, v in weights.items()}
         try:
@@ -35,6 +40,22 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
         model.load_state_dict(weights)
         model.eval()
     return model, meta
+
+
+def _num_outputs(meta: dict, engine: str) -> int | None:
+    """The model's number of outputs: ``num_classes`` as built (given, or the builder's
+    default); None when the builder takes no ``num_classes``."""
+    import inspect
+
+    from cnnlab.registry import model_info
+
+    kw = meta.get("model_kwargs", {})
+    if "num_classes" in kw:
+        return kw["num_classes"]
+    info = model_info(meta["model"])
+    builder = info.builder if engine == "torch" else info.engines.get(engine, info.builder)
+    p = inspect.signature(builder).parameters.get("num_classes")
+    return p.default if p is not None and isinstance(p.default, int) else None
 
 
 def _norm(spec: dict, device):
@@ -94,7 +115,9 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     cfg = meta.get("config", {})
     source = data or cfg.get("data", "digits")
     if val_split is None:
-        val_split = cfg.get("val_split")
+        # the run's test fraction: "test_split" since validation splits came in; older
+        # configs called it "val_split"
+        val_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
     splits = load_data(source, val_split=val_split, seed=cfg.get("seed", 0), progress=False,
                        in_memory=in_memory)
     test = splits.test
@@ -122,43 +145,61 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
 
 
 def load_image(path: str | Path, spec: dict) -> np.ndarray:
-    """Any PNG/JPEG/BMP, grayscale or colour -> uint8 (C, H, W) as the model expects.
+    """Any PNG/JPEG/BMP, grayscale or colour -> uint8 (C, H, W) as the model expects: EXIF
+    orientation applied, the model's channels and size (:func:`cnnlab.preprocess.load_image`,
+    the same code the torch-free ONNX predictor runs)."""
+    from cnnlab.preprocess import check_spec
+    from cnnlab.preprocess import load_image as _load
 
-    Converted to the model's channels (L or RGB) and resized to its input size (bilinear),
-    as stored in the checkpoint's input spec.
+    return _load(path, check_spec(spec))
+
+
+def _as_paths(images) -> list:
+    return [images] if isinstance(images, (str, Path)) else list(images)
+
+
+def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
+            workers: int | None = None, batch_size: int = 256,
+            timings: dict | None = None) -> list[dict]:
+    """Top-k classes with probabilities for image files and folders (searched recursively;
+    a single path is one image or one folder).
+
+    ``checkpoint`` may be an exported ``.onnx`` model: then onnxruntime runs it
+    (:func:`cnnlab.deploy.onnx_predict.predict_onnx`). Decoding and normalisation are
+    :mod:`cnnlab.preprocess` for both, so both see the same input tensor; ``workers``
+    processes decode (default: several for 2,000 images or more, else none). A warning
+    names images plainly unlike the training data (colour into a gray model, inverted
+    polarity, a far-off aspect ratio). ``timings`` (a dict) receives seconds spent loading
+    the model, decoding and in the model.
     """
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            im.load()
-            im = im.convert("L" if spec["channels"] == 1 else "RGB")
-            h, w = spec["size"]
-            if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
-            a = np.asarray(im)
-    except FileNotFoundError as e:
-        raise UserError(f"{p}: no such image file") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{p}: not a readable image (expected PNG, JPEG or BMP; {e})") from e
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    import time
 
+    from cnnlab import preprocess as P
 
-def predict(checkpoint: str | Path, images: list[str | Path], topk: int = 3,
-            device: str = "cpu") -> list[dict]:
-    """Top-k classes with probabilities for each image file."""
+    if topk < 1:
+        raise UserError(f"topk={topk}: expected a positive integer")
+    if str(checkpoint).endswith(".onnx"):
+        from cnnlab.deploy.onnx_predict import predict_onnx
+
+        return predict_onnx(checkpoint, images, topk, workers=workers, timings=timings)
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    paths = P.list_images(_as_paths(images))
     model, meta = load_model(checkpoint, device=device)
-    spec = meta["input"]
-    batch = np.stack([load_image(p, spec) for p in images])
-    from cnnlab.train import predict_logits
-
-    probs = predict_logits(model, torch.from_numpy(batch).to(device), _norm(spec, device)).softmax(1)
-    k = min(topk, probs.shape[1])
-    top = probs.topk(k, 1)
-    out = []
-    for p, vals, idx in zip(images, top.values.tolist(), top.indices.tolist()):
-        out.append({"image": str(p), "top": [{"class": meta["classes"][i], "probability": v}
-                                             for v, i in zip(vals, idx)]})
-    return out
+    spec = P.check_spec(meta["input"], f"{resolve_checkpoint(checkpoint)}: input spec")
+    workers = P.default_workers(len(paths)) if workers is None else workers
+    t1 = time.perf_counter()
+    batch, notes = P.load_batch(paths, spec, workers)
+    P.warn_mismatches(notes, len(paths))
+    t2 = time.perf_counter()
+    probs = []
+    with torch.inference_mode():
+        for i in range(0, len(batch), batch_size):
+            x = torch.from_numpy(P.normalize(batch[i:i + batch_size], spec)).to(device)
+            probs.append(P.softmax(model(x).float().cpu().numpy()))
+    timings.update({"images": len(paths), "runtime": "torch", "model load": t1 - t0,
+                    "decoding": t2 - t1, "workers": workers, "model": time.perf_counter() - t2})
+    return P.results(paths, np.concatenate(probs), list(meta["classes"]), topk)
 
 
 __all__ = ["load_model", "evaluate", "predict", "load_image", "EvalResult", "resolve_checkpoint"]

@@ -80,6 +80,113 @@ def get_model(name: str, engine: str = "torch", **kwargs):
     return info.engines[engine](**kwargs)
 
 
+# -- constructor arguments: checked against the builder's signature -------------------------
+
+class ModelWarning(UserWarning):
+    """A model argument that changes nothing (e.g. small_input on a model built for 32x32)."""
+
+
+def _builder(name: str, engine: str):
+    info = model_info(name)
+    if engine == "torch":
+        return info.builder
+    if engine not in info.engines:
+        raise ValueError(f"Model {name!r} has no {engine!r} engine; available: "
+                         f"{', '.join(['torch', *info.engines])}.")
+    return info.engines[engine]
+
+
+def _hints(fn) -> dict:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation we cannot evaluate: no type check
+        return {}
+
+
+def model_params(name: str, engine: str = "torch") -> dict:
+    """``{argument: (inspect.Parameter, annotation or None)}`` a model's builder accepts:
+    its own arguments and, when it forwards ``**kwargs``, those of the class it returns."""
+    import inspect
+
+    fn = _builder(name, engine)
+    params = {k: (p, _hints(fn).get(k)) for k, p in inspect.signature(fn).parameters.items()
+              if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        cls = _hints(fn).get("return")
+        init = getattr(cls, "__init__", None) if isinstance(cls, type) else None
+        if init is not None:
+            hints = _hints(init)
+            for k, p in list(inspect.signature(init).parameters.items())[1:]:
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    params.setdefault(k, (p, hints.get(k)))
+    for k in getattr(fn, "fixed_args", ()):  # set by the builder itself (vgg16's cfg)
+        params.pop(k, None)
+    return params
+
+
+def _type_ok(value, hint) -> bool:
+    """Whether ``value`` (from JSON/YAML) fits ``hint`` (int, float, bool, str, tuple, list,
+    ``X | None``); hints this check does not know accept anything."""
+    import types
+    import typing
+
+    if hint is None:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    hint = typing.get_origin(hint) or hint
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (tuple, list):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def check_model_kwargs(name: str, kwargs: dict, engine: str = "torch",
+                       where: str = "--model-kwargs") -> dict:
+    """``kwargs`` checked against model ``name``'s builder; returns the arguments to keep.
+
+    An unknown key is an error naming close matches (a typo ``activaton`` would otherwise
+    be dropped and the model built with its default); a value of the wrong type is an error
+    naming the expected type. ``small_input`` has one story for every model: the models
+    built for large inputs take it; those already built for small inputs (LeNet-5, the MLP,
+    the CIFAR ResNets: 32x32 or less) accept it as a no-op, with a ModelWarning saying so.
+    """
+    import difflib
+    import warnings
+
+    from cnnlab.errors import UserError
+
+    params = model_params(name, engine)
+    out = dict(kwargs)
+    if "small_input" in out and "small_input" not in params:
+        if out.pop("small_input"):
+            h = model_info(name).input_size[1]
+            warnings.warn(f"{name} is built for {h}x{h} inputs already: small_input=True "
+                          f"changes nothing (ignored)", ModelWarning, stacklevel=2)
+    for k, v in out.items():
+        if k not in params:
+            close = difflib.get_close_matches(k, list(params), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"{where}: {name} has no argument {k!r}{hint} (it takes "
+                            f"{', '.join(params)})")
+        if not _type_ok(v, params[k][1]):
+            want = getattr(params[k][1], "__name__", None) or str(params[k][1])
+            raise UserError(f"{where}: {name} argument {k}={v!r}: expected {want}, got "
+                            f"{type(v).__name__}")
+    return out
+
+
 def list_models(engine: str | None = None) -> list[str]:
     """Sorted names of the registered models (only those buildable by `engine` if given)."""
     _ensure_loaded()

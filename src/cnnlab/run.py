@@ -4,9 +4,14 @@
         config.yaml          the resolved TrainConfig
         metrics.csv          one row per epoch
         metrics.jsonl        the same rows as JSON lines
-        final.json           test accuracy, epochs, seconds, model, data
+        final.json           test accuracy of the chosen checkpoint (which one: "checkpoint"),
+                             validation accuracy, epochs, seconds, model, data
         checkpoints/last.*   after every epoch (and every --save-every steps)
-        checkpoints/best.*   the epoch with the best test accuracy
+        checkpoints/best.*   the epoch with the best validation accuracy (none with
+                             --val-split 0: then the last epoch is the model)
+        checkpoints/state-eEEEE-sSSSSSSSS.safetensors
+                             optimiser, scheduler and RNG state of last.* (epoch E, global
+                             step S) for an exact --resume; replaced at every save
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from cnnlab.checkpoint import save_checkpoint
 from cnnlab.errors import UserError
 from cnnlab.utils import atomic_write
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-                 "seconds"]  # test_top5 is empty for 5 classes or fewer
+# val_* come from the validation split (model selection); test_* appear per epoch only with
+# --val-split 0 (nothing selected); top-5 columns are empty for 5 classes or fewer
+METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
+                 "test_loss", "test_acc", "test_top5", "lr", "seconds"]
 
 
 class RunDir:
@@ -61,12 +68,13 @@ class RunDir:
                 yaml.safe_dump(config, f, sort_keys=False)
 
     def load_config(self) -> dict:
+        from cnnlab.config import load_yaml  # checked like --config: types, ranges, no tags
+
         p = self.path / "config.yaml"
-        try:
-            return yaml.safe_load(p.read_text())
-        except OSError as e:
+        if not p.is_file():
             raise UserError(f"--resume {self.path}: no config.yaml (not a cnnlab run "
-                            f"directory?)") from e
+                            f"directory?)")
+        return load_yaml(p, what="--resume")
 
     def log_metrics(self, row: dict) -> None:
         """Append one epoch's row to metrics.csv and metrics.jsonl (flushed and fsynced)."""

@@ -14,18 +14,22 @@ import importlib
 import sys
 
 from cnnlab import __version__
-from cnnlab.cli.common import formatter
+from cnnlab.cli.common import Parser, formatter, one_line_warnings
 from cnnlab.errors import TrainingError, UserError
 
 # Order of the groups in `cnnlab --help`.
 COMMAND_MODULES = (
     "cnnlab.cli.train",
     "cnnlab.cli.inspect",
+    "cnnlab.cli.cache",
+    "cnnlab.cli.lab",
+    "cnnlab.cli.serve",
+    "cnnlab.cli.deploy",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(  # subcommands inherit its class: usage errors print one line
         prog="cnnlab", formatter_class=formatter,
         description="cnnlab: convolutional neural networks for image classification — learn "
                     "the mechanics, train and inspect real classifiers.",
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    one_line_warnings(args.command)
     try:
         return args.func(args)
     except BrokenPipeError:  # `cnnlab models | head`: the reader left, nothing to report

@@ -8,6 +8,38 @@ import json
 import textwrap
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (``cnnlab train: error: argument --lr: ...``)
+    instead of the whole usage block first; ``--help`` still shows it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def ranged(name: str, kind=float, flag: str | None = None):
+    """An argparse ``type`` parsing ``kind`` and checking ``cnnlab.config.RANGES[name]`` (the
+    one table of allowed ranges, also used for YAML configs): ``--lr nan`` fails at parse
+    time with the argument, the value and the range."""
+
+    def parse(text: str):
+        from cnnlab.config import check_range, range_text
+        from cnnlab.errors import UserError
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        try:
+            return check_range(name, value, flag)
+        except UserError:
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range (expected {range_text(name)})") from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
 def formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
@@ -18,7 +50,23 @@ def add_command(subs, name: str, help_: str, examples: str, func, description: s
                         formatter_class=formatter,
                         epilog="examples:" + textwrap.dedent(examples))
     p.set_defaults(func=func)
+    # also after the command (`cnnlab train ... --debug`); SUPPRESS keeps `cnnlab --debug train`
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show full tracebacks on errors (also accepted before the command)")
     return p
+
+
+def one_line_warnings(command: str) -> None:
+    """Print every Python warning as ``cnnlab COMMAND: warning: MESSAGE`` on one line (not
+    Python's two lines with the file, line number and source line of the warning)."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"cnnlab {command}: warning: {text}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
 
 
 def json_dict(s: str) -> dict:

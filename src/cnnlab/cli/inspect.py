@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
-from cnnlab.cli.common import add_command
+from cnnlab.cli.common import add_command, ranged
 from cnnlab.errors import UserError
 
 EXAMPLES = {
@@ -14,7 +15,10 @@ EXAMPLES = {
         cnnlab eval RUN_DIR --data big-image-folder/ --in-memory no --workers 4""",
     "predict": """
         cnnlab predict runs/lenet5-mnist-.../checkpoints/best.safetensors seven.png
-        cnnlab predict RUN_DIR a.png b.jpg --topk 5 --json""",
+        cnnlab predict RUN_DIR a.png b.jpg --topk 5 --json
+        cnnlab predict RUN_DIR photos/ --csv predictions.csv      # a folder, recursively
+        cnnlab predict lenet5.onnx photos/          # exported model: onnxruntime, no torch
+        cnnlab predict other.onnx x.png --classes cat,dog --input 3x64x64""",
     "models": """
         cnnlab models
         cnnlab models --json""",
@@ -47,12 +51,24 @@ def register(subs) -> None:
                         "default: 2)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    pr = add_command(subs, "predict", "top-k classes with probabilities for image files",
-                     EXAMPLES["predict"], cmd_predict)
-    pr.add_argument("checkpoint", help="checkpoint .safetensors, its .json, or a run directory")
-    pr.add_argument("images", nargs="+", help="PNG/JPEG/BMP files, any size, gray or colour")
+    pr = add_command(subs, "predict", "top-k classes with probabilities for image files and "
+                     "folders", EXAMPLES["predict"], cmd_predict)
+    pr.add_argument("checkpoint", help="checkpoint .safetensors, its .json, a run directory, or "
+                                       "an exported .onnx model (run without torch)")
+    pr.add_argument("images", nargs="+", help="PNG/JPEG/BMP files, any size, gray or colour, "
+                                              "or folders (searched recursively)")
     pr.add_argument("--topk", type=int, default=3, help="how many classes to show (default: 3)")
     pr.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    pr.add_argument("--csv", metavar="FILE", help="also write the results as CSV: image, then "
+                                                   "class and probability per rank")
+    pr.add_argument("--workers", type=int, help="processes decoding images (default: "
+                                                "2+ for 2,000 images or more, else 0)")
+    pr.add_argument("--classes", help="an .onnx model without cnnlab metadata: class names, "
+                                      "comma-separated or a file with one per line")
+    pr.add_argument("--input", help="an .onnx model without cnnlab metadata: input CxHxW "
+                                    "(pixels scaled to 0-1) or a JSON input spec")
+    pr.add_argument("--timing", action="store_true",
+                    help="print the time spent decoding, in the model and writing (stderr)")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
     m = add_command(subs, "models",
@@ -64,11 +80,13 @@ def register(subs) -> None:
                     EXAMPLES["summary"], cmd_summary)
     s.add_argument("model", help="registered model name")
     s.add_argument("--input", help="input size CxHxW (default: the model's own)")
-    s.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
+    s.add_argument("--num-classes", type=ranged("num_classes", int),
+                   help="number of classes (default: the model's)")
     s.add_argument("--engine", default="torch", help="torch or numpy (default: torch)")
     s.add_argument("--small-input", action="store_true",
                    help="build the model's small-input variant (for 28-64 px inputs)")
-    s.add_argument("--depth", type=int, help="show modules down to this depth as one row each")
+    s.add_argument("--depth", type=ranged("depth", int),
+                   help="show modules down to this depth as one row each")
     s.add_argument("--json", action="store_true", help="print JSON")
 
     x = add_command(subs, "explain", "worked examples of CNN mechanics, computed step by step",
@@ -77,8 +95,10 @@ def register(subs) -> None:
                                  "params or output-size")
     x.add_argument("--input", help='your own input matrix, rows separated by ";"')
     x.add_argument("--kernel", help='your own kernel matrix, rows separated by ";"')
-    x.add_argument("--stride", type=int, default=None, help="stride (default: the topic's)")
-    x.add_argument("--padding", type=int, default=None, help="zero padding (default: the topic's)")
+    x.add_argument("--stride", type=ranged("stride", int), default=None,
+                   help="stride, 1 to 16 (default: the topic's)")
+    x.add_argument("--padding", type=ranged("padding", int), default=None,
+                   help="zero padding, 0 to 16 (default: the topic's)")
 
 
 def cmd_eval(args) -> int:
@@ -91,18 +111,68 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from cnnlab.inference import predict
+    """An .onnx model goes to the torch-free predictor before anything imports torch."""
+    import time
+    import warnings
 
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: expected a positive integer")
-    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device)
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers {args.workers}: expected 0 or more worker processes")
+    timings: dict = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if str(args.checkpoint).endswith(".onnx"):
+            from cnnlab.deploy.onnx_predict import parse_classes, parse_input, predict_onnx
+
+            results = predict_onnx(args.checkpoint, args.images, args.topk,
+                                   parse_classes(args.classes) if args.classes else None,
+                                   parse_input(args.input) if args.input else None,
+                                   args.workers, timings=timings)
+        else:
+            if args.classes or args.input:
+                raise UserError(f"--classes/--input: only for an .onnx model without cnnlab "
+                                f"metadata; {args.checkpoint} is a checkpoint, which has both")
+            from cnnlab.inference import predict
+
+            results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device,
+                              workers=args.workers, timings=timings)
+    for w in caught:
+        print(f"cnnlab predict: warning: {w.message}", file=sys.stderr)
+    t0 = time.perf_counter()
+    if args.csv:
+        _write_csv(args.csv, results, args.topk)
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        tops = "  ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"])
-        print(f"{r['image']}: {tops}")
+    else:
+        print("\n".join(f"{r['image']}: " + "  ".join(f"{t['class']} {t['probability']:.1%}"
+                                                      for t in r["top"]) for r in results))
+    if args.timing:
+        timings["output"] = time.perf_counter() - t0
+        print("timing: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in timings.items()), file=sys.stderr)
     return 0
+
+
+def _write_csv(path: str, results: list[dict], k: int) -> None:
+    """``image,class_1,probability_1,...,class_k,probability_k``, one row per image."""
+    import csv
+    import io
+
+    from cnnlab.utils import atomic_write
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    k = max((len(r["top"]) for r in results), default=k)
+    w.writerow(["image"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "probability")])
+    for r in results:
+        w.writerow([r["image"]] + [v for t in r["top"] for v in (t["class"],
+                                                                 f"{t['probability']:.6f}")])
+    try:
+        with atomic_write(path, "w") as f:
+            f.write(buf.getvalue())
+    except OSError as e:
+        raise UserError(f"--csv {path}: cannot write ({e.strerror or e})") from e
 
 
 def cmd_models(args) -> int:
@@ -117,7 +187,11 @@ def cmd_summary(args) -> int:
     from cnnlab.analysis import parse_input_size, summary
 
     size = parse_input_size(args.input) if args.input else None
-    kw = {"small_input": True} if args.small_input else {}
+    kw = {}
+    if args.small_input:  # a model already built for small inputs: a no-op, said so
+        from cnnlab.registry import check_model_kwargs
+
+        kw = check_model_kwargs(args.model, {"small_input": True}, args.engine, "--small-input")
     s = summary(args.model, input_size=size, num_classes=args.num_classes, engine=args.engine,
                 depth=args.depth, **kw)
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.format_table())

@@ -98,7 +98,7 @@ IN_MEMORY = ("auto", "yes", "no")
 
 
 def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 0,
-              progress: bool = True, in_memory: str = "yes") -> DataSplits:
+              progress="auto", in_memory: str = "yes") -> DataSplits:
     """Load a dataset by name or path (see the module docstring).
 
     ``in_memory`` (image folders and .tar.gz only; built-in and canonical datasets are always
@@ -106,9 +106,14 @@ def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 
     disk (:class:`cnnlab.data.stream.StreamingImageData`); "auto" streams when the decoded
     training set (file count x a sampled image's C*H*W bytes) would exceed
     ``CNNLAB_MEMORY_BUDGET_GB`` (default: 25% of physical RAM).
+
+    ``progress`` (extracting, decoding): "auto" or True (a bar on a terminal, plain lines
+    otherwise), "bar", "lines", or "none" / False (:mod:`cnnlab.data.progress`).
     """
     from cnnlab.data import digits, folder
+    from cnnlab.data.progress import resolve_mode
 
+    progress = resolve_mode(progress)
     if in_memory not in IN_MEMORY:
         raise UserError(f"--in-memory {in_memory}: expected auto, yes or no")
 

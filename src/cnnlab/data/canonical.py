@@ -19,9 +19,6 @@ under ``$CNNLAB_CACHE/arrays/``, keyed by the files' names, sizes and mtimes (th
 
 from __future__ import annotations
 
-import os
-import shutil
-import tarfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,7 +26,9 @@ from pathlib import Path
 
 from cnnlab.data import DataSplits, ImageData
 from cnnlab.data import cifar
+from cnnlab.data.archive import extract_verified
 from cnnlab.data.download import Resource, fetch
+from cnnlab.data.progress import resolve_mode
 from cnnlab.data.folder import folder_key, read_cache, write_cache
 from cnnlab.data.idx import read_idx_pair
 from cnnlab.errors import UserError
@@ -92,7 +91,7 @@ def _cached(key: str, decode) -> ImageData:
 
 # -- IDX: MNIST, Fashion-MNIST -------------------------------------------------------------
 
-def _idx_paths(ds: CanonicalDataset, root: Path, progress: bool) -> dict[str, Path]:
+def _idx_paths(ds: CanonicalDataset, root: Path, progress: str) -> dict[str, Path]:
     """File name -> path on disk (the gunzipped file if present), downloading what is missing."""
     paths, missing = {}, []
     for fname, md5 in ds.md5.items():
@@ -101,12 +100,12 @@ def _idx_paths(ds: CanonicalDataset, root: Path, progress: bool) -> dict[str, Pa
         if not paths[fname].exists():
             missing.append(Resource(ds.url + fname, gz, md5))
     if missing:
-        fetch(missing, f"--data {ds.name}", progress,
+        fetch(missing, f"--data {ds.name}", progress != "none",
               hint=" (gunzipped copies without .gz also do)")
     return paths
 
 
-def _load_idx(ds: CanonicalDataset, root: Path, progress: bool) -> DataSplits:
+def _load_idx(ds: CanonicalDataset, root: Path, progress: str) -> DataSplits:
     paths = _idx_paths(ds, root, progress)
     splits = {}
     for split, (images_name, labels_name) in IDX_FILES.items():
@@ -119,26 +118,12 @@ def _load_idx(ds: CanonicalDataset, root: Path, progress: bool) -> DataSplits:
 
 # -- CIFAR binary ----------------------------------------------------------------------------
 
-def _extract_cifar(archive: Path, root: Path, folder: str) -> None:
-    """Extract ``folder`` from ``archive`` into ``root``; the folder appears whole or not at all."""
-    tmp = root / f".extract-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            # filter="data" refuses absolute paths, "..", links outside and device files.
-            tf.extractall(tmp, filter="data")
-        if not (tmp / folder).is_dir():
-            raise UserError(f"{archive}: the archive has no {folder}/ folder (is it the binary "
-                            f"version?)")
-        os.replace(tmp / folder, root / folder)  # atomic: no half-extracted folder
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"{archive}: not a readable .tar.gz archive ({e}); delete it to "
-                        f"download again") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _extract_cifar(archive: Path, root: Path, folder: str, progress="auto") -> None:
+    """Extract ``folder`` from ``archive`` into ``root``: verified whole, or not at all."""
+    extract_verified(archive, root / folder, progress=progress, member=folder)
 
 
-def _cifar_folder(ds: CanonicalDataset, root: Path, progress: bool) -> Path:
+def _cifar_folder(ds: CanonicalDataset, root: Path, progress: str) -> Path:
     """The extracted folder, from the archive (downloaded if missing) when not there yet."""
     folder = root / ds.folder
     need = cifar.cifar_files(ds.folder)
@@ -150,13 +135,13 @@ def _cifar_folder(ds: CanonicalDataset, root: Path, progress: bool) -> Path:
     (archive_name, md5), = ds.md5.items()
     archive = root / archive_name
     if not archive.exists():
-        fetch([Resource(ds.url, archive, md5)], f"--data {ds.name}", progress,
+        fetch([Resource(ds.url, archive, md5)], f"--data {ds.name}", progress != "none",
               hint=f" (or its extracted {ds.folder}/ folder in {root})")
-    _extract_cifar(archive, root, ds.folder)
+    _extract_cifar(archive, root, ds.folder, progress)
     return folder
 
 
-def _load_cifar(ds: CanonicalDataset, root: Path, progress: bool) -> DataSplits:
+def _load_cifar(ds: CanonicalDataset, root: Path, progress: str) -> DataSplits:
     folder = _cifar_folder(ds, root, progress)
     read = cifar.read_cifar10 if ds.kind == "cifar10" else cifar.read_cifar100
     files = [folder / f for f in cifar.cifar_files(ds.folder)]
@@ -167,11 +152,13 @@ def _load_cifar(ds: CanonicalDataset, root: Path, progress: bool) -> DataSplits:
     return DataSplits(ds.name, splits["train"], splits["test"], source=str(folder))
 
 
-def load_canonical(name: str, progress: bool = True, root: Path | str | None = None) -> DataSplits:
+def load_canonical(name: str, progress="auto", root: Path | str | None = None) -> DataSplits:
     """Load canonical dataset ``name`` (a key of :data:`DATASETS`), downloading if needed.
 
-    ``root`` overrides the folder holding its files (default :func:`dataset_dir`).
+    ``root`` overrides the folder holding its files (default :func:`dataset_dir`);
+    ``progress``: "auto"/True, "bar", "lines" or "none"/False (:mod:`cnnlab.data.progress`).
     """
+    progress = resolve_mode(progress)
     if name not in DATASETS:
         raise UserError(f"--data {name}: unknown dataset (expected one of {', '.join(DATASETS)})")
     ds = DATASETS[name]

@@ -4,7 +4,8 @@ Layouts accepted (``<class>`` folders hold the images):
 - ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``;
 - ``ROOT/<class>/*`` with ``val_split`` (a fixed stratified split);
 - a ``.tar.gz`` of either, possibly under one top folder (``mnist/train/...``), extracted
-  once into ``$CNNLAB_CACHE/extracted/<sha>`` (default ``~/.cache/cnnlab``).
+  once into ``$CNNLAB_CACHE/extracted/<sha>-v2`` (default ``~/.cache/cnnlab``), verified whole
+  first (:mod:`cnnlab.data.archive`): a damaged archive is an error naming it.
 
 Decoded images are cached as uint8 ``.npy`` arrays keyed by the source's content (the
 archive's sha256, or the folder's file names, sizes and mtimes), so a second run loads
@@ -13,14 +14,15 @@ archive's sha256, or the folder's file names, sizes and mtimes), so a second run
 Policies, stated rather than silent: images whose size differs from the most common size
 are resized to it (bilinear) with a warning; if any image has colour, grayscale images are
 converted to RGB (with a warning), otherwise all are kept as 1 channel; corrupt or
-truncated images are skipped with a warning listing them.
+truncated images, and decompression bombs (an image declaring more than 179 million pixels),
+are skipped with a warning listing them. The skipped files are recorded in the cache with
+the arrays, so the warning comes back on every run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -30,11 +32,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data import DataSplits, ImageData, stratified_split
+from cnnlab.data.archive import ARCHIVE_SUFFIXES, extract_verified
+from cnnlab.data.progress import Progress
 from cnnlab.errors import UserError
 from cnnlab.utils import cache_dir, read_npz, write_npz
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-CACHE_VERSION = 1  # bump when the decoded format changes
+CACHE_VERSION = 2  # bump when the decoded format changes (2: skipped files recorded)
+
+
+class DataWarning(UserWarning):
+    """Something was done to the data (files skipped, images resized): printed as one line."""
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -45,29 +53,17 @@ def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def extract_archive(path: Path, key: str | None = None) -> Path:
-    """Extract ``path`` (a .tar.gz) once into the cache; return the extracted folder.
+def extract_archive(path: Path, key: str | None = None, progress="auto") -> Path:
+    """Extract ``path`` (a .tar.gz) once into ``$CNNLAB_CACHE/extracted/<key>``; return it.
 
-    ``key``: the archive's content key (``_sha256_file(path)[:16]``) when already known.
+    ``key``: the archive's content key (``_sha256_file(path)[:16]``) when already known. The
+    extraction is verified whole (CRC, no early end) before it enters the cache
+    (:func:`cnnlab.data.archive.extract_verified`).
     """
     key = key or _sha256_file(path)[:16]
-    dest = cache_dir() / "extracted" / key
-    if (dest / ".complete").exists():
-        return dest
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            # filter="data" refuses absolute paths, "..", links outside and device files.
-            tf.extractall(tmp, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as e:
-        reason = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
-        raise UserError(f"{path}: not a readable .tar.gz archive ({reason})") from e
-    (tmp / ".complete").touch()
-    if dest.exists():  # another process finished first
-        return dest
-    tmp.rename(dest)
-    return dest
+    # "-v2": verified extractions; older, unverified ones (no suffix) are left for
+    # `cnnlab cache clean` rather than deleted under a process that may be reading them
+    return extract_verified(path, cache_dir() / "extracted" / f"{key}-v2", progress=progress)
 
 
 def _find_root(root: Path) -> Path:
@@ -95,33 +91,61 @@ def _list_classes(root: Path) -> dict[str, list[Path]]:
     return out
 
 
+def _decode_one(p: str) -> np.ndarray:
+    """One image file -> uint8 HxWxC (C = 1 or 3).
+
+    Pillow refuses images declaring more than ``2 * Image.MAX_IMAGE_PIXELS`` pixels
+    (179 million: a 100000x100000 PNG of a few KB would ask for 30 GB) with
+    ``DecompressionBombError``; between 1x and 2x (a real 12000x12000 photo) it only warns,
+    and such an image is honest: decoded without passing Pillow's warning on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(p) as im:
+            im.load()
+            mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
+            a = np.asarray(im.convert(mode))
+    return a[..., None] if a.ndim == 2 else a
+
+
 def _decode_chunk(paths: list[str]):
     """Decode image files -> (list of arrays HxWxC or None, list of (path, error))."""
     arrays, bad = [], []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                im.load()
-                mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
-                a = np.asarray(im.convert(mode))
-            arrays.append(a[..., None] if a.ndim == 2 else a)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            arrays.append(_decode_one(p))
+        except Image.DecompressionBombError as e:
+            arrays.append(None)
+            bad.append((p, f"decompression bomb: {str(e).split(' could be')[0].rstrip(',')}"))
+        except UnidentifiedImageError:
+            arrays.append(None)
+            bad.append((p, "not an image Pillow can read"))
+        except (OSError, SyntaxError, ValueError, MemoryError) as e:
             arrays.append(None)
             bad.append((p, str(e).splitlines()[0] if str(e) else type(e).__name__))
     return arrays, bad
 
 
-def decode_images(paths: list[Path], desc: str = "decoding", progress: bool = True,
-                  workers: int | None = None):
-    """Decode ``paths`` in parallel -> (uint8 (N, C, H, W), kept mask, notes)."""
-    from tqdm.auto import tqdm
+def skipped_message(bad, cached: bool = False) -> str:
+    """One line listing up to 10 skipped files: ``skipped 2 unreadable image(s): a (why); b``."""
+    listed = "; ".join(f"{p} ({e})" for p, e in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    when = " when first decoded (recorded in the cache)" if cached else ""
+    return f"skipped {len(bad)} unreadable image(s){when}: {listed}{more}"
 
+
+def decode_images(paths: list[Path], desc: str = "decoding", progress="auto",
+                  workers: int | None = None):
+    """Decode ``paths`` in parallel -> (uint8 (N, C, H, W), kept mask, [(path, error)] skipped).
+
+    ``progress``: "auto"/True, "bar", "lines" or "none"/False (:mod:`cnnlab.data.progress`).
+    """
     strs = [str(p) for p in paths]
     chunk = 1000
     chunks = [strs[i:i + chunk] for i in range(0, len(strs), chunk)]
     workers = workers or min(len(chunks), os.cpu_count() or 1)
     results = []
-    bar = tqdm(total=len(strs), desc=desc, unit="img", disable=not progress, leave=False)
+    bar = Progress(len(strs), desc, progress, unit="img")
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
             for r in ex.map(_decode_chunk, chunks):
@@ -135,15 +159,13 @@ def decode_images(paths: list[Path], desc: str = "decoding", progress: bool = Tr
     arrays = [a for r in results for a in r[0]]
     bad = [b for r in results for b in r[1]]
     if bad:
-        listed = "; ".join(f"{p} ({e})" for p, e in bad[:10])
-        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): {listed}{more}", stacklevel=2)
+        warnings.warn(skipped_message(bad), DataWarning, stacklevel=2)
     kept = np.array([a is not None for a in arrays], dtype=bool)
     good = [a for a in arrays if a is not None]
     if not good:
         raise UserError(f"{Path(strs[0]).parent.parent if strs else '?'}: none of the "
                         f"{len(strs)} images could be read")
-    return _stack(good), kept, [f"skipped {len(bad)} unreadable images"] if bad else []
+    return _stack(good), kept, bad
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -153,13 +175,13 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
         n_gray = sum(a.shape[2] == 1 for a in arrays)
         if n_gray:
             warnings.warn(f"{n_gray} grayscale image(s) in a colour dataset: converted to RGB "
-                          f"by repeating the gray channel", stacklevel=3)
+                          f"by repeating the gray channel", DataWarning, stacklevel=3)
             arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     size = Counter(a.shape[:2] for a in arrays).most_common(1)[0][0]
     n_resized = sum(a.shape[:2] != size for a in arrays)
     if n_resized:
         warnings.warn(f"{n_resized} image(s) differ from the most common size "
-                      f"{size[0]}x{size[1]}: resized to it (bilinear)", stacklevel=3)
+                      f"{size[0]}x{size[1]}: resized to it (bilinear)", DataWarning, stacklevel=3)
         arrays = [a if a.shape[:2] == size else _resize(a, size) for a in arrays]
     return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
 
@@ -183,10 +205,17 @@ def _cache_path(key: str) -> Path:
 
 
 def read_cache(key: str) -> ImageData | None:
-    """The decoded arrays cached under ``key``, or None (a damaged cache is deleted)."""
+    """The decoded arrays cached under ``key``, or None (a damaged cache is deleted).
+
+    Files skipped when the arrays were decoded are recorded with them and warned about
+    again, on every run, so a cached dataset never hides that images are missing.
+    """
     z = read_npz(_cache_path(key))
     if z is None or not {"images", "labels", "classes"} <= z.keys():
         return None
+    if len(skipped := z.get("skipped", np.zeros((0, 2), dtype=str))):
+        warnings.warn(skipped_message([tuple(map(str, r)) for r in skipped], cached=True),
+                      DataWarning, stacklevel=3)
     return ImageData(z["images"], z["labels"], [str(c) for c in z["classes"]])
 
 
@@ -198,10 +227,11 @@ def _cache_fits(key: str) -> bool:
     return cache.exists() and cache.stat().st_size <= memory_budget()
 
 
-def write_cache(key: str, data: ImageData) -> ImageData:
-    """Cache ``data`` under ``key``."""
+def write_cache(key: str, data: ImageData, skipped=()) -> ImageData:
+    """Cache ``data`` under ``key``, with the ``(path, error)`` pairs of skipped files."""
     write_npz(_cache_path(key), images=data.images, labels=data.labels,
-              classes=np.array(data.classes))
+              classes=np.array(data.classes),
+              skipped=np.array([list(b) for b in skipped], dtype=str).reshape(-1, 2))
     return data
 
 
@@ -226,12 +256,12 @@ def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] 
         key = folder_key(root, files)
         if (data := read_cache(key)) is not None:
             return data
-    images, kept, _ = decode_images(files, desc=f"decoding {root.name}", progress=progress)
-    return write_cache(key, ImageData(images, labels[kept], names))
+    images, kept, bad = decode_images(files, desc=f"decoding {root.name}", progress=progress)
+    return write_cache(key, ImageData(images, labels[kept], names), skipped=bad)
 
 
 def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
-                       progress: bool = True, in_memory: str = "yes") -> DataSplits:
+                       progress="auto", in_memory: str = "yes") -> DataSplits:
     """Load an image-folder tree or a .tar.gz of one (see the module docstring).
 
     ``in_memory``: "yes" decodes everything (cached); "no" returns splits of
@@ -244,10 +274,10 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
                         f"image-folder tree or a .tar.gz of one)")
     archive_key = None
     if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise UserError(f"--data {spec}: expected a folder or a .tar.gz archive")
         archive_key = _sha256_file(path)[:16]
-        path_root = extract_archive(path, archive_key)
+        path_root = extract_archive(path, archive_key, progress=progress)
     else:
         path_root = path
     if not any(path_root.iterdir()):
@@ -267,7 +297,8 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
         if (root / "test").is_dir():
             test = _load_split(root / "test", k("test"), progress, classes=train.classes)
             if val_split is not None:
-                warnings.warn("--val-split ignored: the data has its own test/ folder", stacklevel=2)
+                warnings.warn("--val-split ignored: the data has its own test/ folder",
+                              DataWarning, stacklevel=2)
             return DataSplits(name, train, test, source=str(path))
         root = root / "train"
     if val_split is None:
@@ -297,7 +328,8 @@ def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed
             f"of the images)")
     if has_train and (root / "test").is_dir():
         if val_split is not None:
-            warnings.warn("--val-split ignored: the data has its own test/ folder", stacklevel=3)
+            warnings.warn("--val-split ignored: the data has its own test/ folder", DataWarning,
+                              stacklevel=3)
         test = StreamingImageData.from_folder(root / "test", classes=full.classes,
                                               shape=full.shape)
         return DataSplits(name, full, test, source=str(path), notes=[note])

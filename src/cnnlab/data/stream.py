@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.data.folder import _decode_chunk, _resize, list_split
+from cnnlab.data.folder import DataWarning, _decode_chunk, _resize, list_split
 from cnnlab.errors import UserError
 
 POLICY_SAMPLE = 64  # files decoded to choose channels and size
@@ -128,7 +128,8 @@ class StreamingImageData:
 
 def _warn_skipped(bad) -> None:
     for p, e in bad:
-        warnings.warn(f"skipped unreadable image {p} ({e}) while streaming", stacklevel=3)
+        warnings.warn(f"skipped unreadable image {p} ({e}) while streaming", DataWarning,
+                      stacklevel=3)
 
 
 def _policy_shape(root: Path, files: list[str], seed: int) -> tuple[int, int, int]:

@@ -23,3 +23,22 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def head_names(self) -> list[str]:
+        """Dotted names of the output layers: the last ``nn.Linear`` registered (``fc``,
+        ``classifier.6``, ...); models with more heads (GoogLeNet's auxiliaries) add theirs."""
+        return [n for n, m in self.named_modules() if isinstance(m, nn.Linear)][-1:]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace every output layer by a freshly initialised ``nn.Linear(in, num_classes)``
+        (timm's API): the start of fine-tuning on a task with other classes."""
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"Invalid value for argument `num_classes`. Expected a positive "
+                             f"int. Received num_classes={num_classes!r}.")
+        for name in self.head_names():
+            parent_name, _, attr = name.rpartition(".")
+            parent = self.get_submodule(parent_name) if parent_name else self
+            old = getattr(parent, attr)
+            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+            setattr(parent, attr, new.to(device=old.weight.device, dtype=old.weight.dtype))
+        self.num_classes = num_classes

@@ -189,6 +189,10 @@ class GoogLeNet(Classifier):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.flatten(self.avgpool(x))))  # N x num_classes
 
+    def head_names(self) -> list[str]:
+        """The main classifier and, when built, both auxiliary classifiers' output layers."""
+        return ["fc"] + (["aux1.fc2", "aux2.fc2"] if self.aux_logits else [])
+
     @property
     def aux_outputs(self) -> list[torch.Tensor]:
         """Logits of the auxiliary classifiers from the last training-mode forward ([] in eval)."""

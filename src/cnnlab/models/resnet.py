@@ -240,6 +240,7 @@ def _register_imagenet(name: str) -> None:
         return ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, **kwargs)
 
     build.__name__ = name
+    build.fixed_args = ("block", "layers")  # set here: not constructor options for users
     register_model(name, paper=_PAPER, year=2016, input_size=(3, 224, 224))(build)
     globals()[name] = build
 
@@ -250,6 +251,7 @@ def _register_cifar(name: str, depth: int, shortcut: bool) -> None:
                            shortcut=shortcut, **kwargs)
 
     build.__name__ = name
+    build.fixed_args = ("depth", "shortcut")  # the name fixes them
     register_model(name, paper=_PAPER + (" (CIFAR-10)" if shortcut else " (plain baseline)"),
                    year=2016, input_size=(3, 32, 32), num_classes=10)(build)
     globals()[name] = build

@@ -107,6 +107,7 @@ def _register(name: str, cfg: str, batch_norm: bool) -> None:
                    batch_norm=batch_norm, input_size=input_size, **kwargs)
 
     build.__name__ = name
+    build.fixed_args = ("cfg", "batch_norm")  # the name fixes them
     build.__doc__ = f"VGG configuration {cfg}{' with batch norm' if batch_norm else ''}."
     register_model(name, paper=_PAPER, year=2015, input_size=(3, 224, 224))(build)
     globals()[name] = build

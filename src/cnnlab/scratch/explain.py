@@ -19,6 +19,9 @@ CENTER_FILTER = "0 0 0; 0 1 0; 0 0 0"
 LECTURE_POOL_MAP = "1 1 2 4; 5 6 7 8; 3 2 1 0; 1 5 2 3"
 
 
+MAX_SIDE = 64  # rows/columns of a user's matrix: the steps are printed, one per output value
+
+
 def parse_matrix(text: str, arg: str = "--input") -> np.ndarray:
     """``"1 1 0; 0 1 1"`` (rows split by ``;`` or newlines, numbers by spaces or commas)
     -> a float64 2-D array; a ValueError names `arg` on bad input."""
@@ -32,6 +35,9 @@ def parse_matrix(text: str, arg: str = "--input") -> np.ndarray:
         raise ValueError(f"{arg}: {str(e).split(': ', 1)[-1]} is not a number; expected rows "
                          f"like \"1 0 1; 0 1 0\".") from None
     widths = {len(r) for r in values}
+    if len(values) > MAX_SIDE or max(widths) > MAX_SIDE:
+        raise ValueError(f"{arg}: a {len(values)}x{max(widths)} matrix is too large for a "
+                         f"worked example (expected at most {MAX_SIDE}x{MAX_SIDE}).")
     if len(widths) > 1:
         raise ValueError(f"{arg}: rows have different lengths {[len(r) for r in values]}; "
                          f"every row needs the same number of values.")
@@ -255,10 +261,10 @@ def explain(topic: str, input: str | None = None, kernel: str | None = None,
     one-line message on a bad topic or matrix."""
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; choose one of: {', '.join(TOPICS)}.")
-    if stride < 1:
-        raise ValueError(f"--stride must be >= 1, got {stride}.")
-    if padding < 0:
-        raise ValueError(f"--padding must be >= 0, got {padding}.")
+    from cnnlab.config import check_range  # the one table of argument ranges
+
+    check_range("stride", stride)  # small worked examples: --padding 100000 would ask for
+    check_range("padding", padding)  # a 298 GiB padded matrix
     pool = topic in ("pooling", "stochastic-pooling")
     img = parse_matrix(input or (LECTURE_POOL_MAP if pool else LECTURE_IMAGE), "--input")
     ker = parse_matrix(kernel or (CENTER_FILTER if topic == "stride" else LECTURE_FILTER),

@@ -1,0 +1,103 @@
+"""`cnnlab export` and `cnnlab bench`: ship a trained model and measure how fast it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cnnlab.cli.common import add_command
+from cnnlab.errors import UserError
+
+EXAMPLES = {
+    "export": """
+        cnnlab export runs/lenet5-mnist-.../checkpoints/best.safetensors       # -> best.onnx
+        cnnlab export RUN_DIR --format onnx --out lenet5.onnx --dynamic-batch
+        cnnlab export RUN_DIR --format pt2 --out lenet5.pt2 --force
+        cnnlab predict lenet5.onnx digits/            # onnxruntime only, torch never loaded""",
+    "bench": """
+        cnnlab bench lenet5                           # a zoo model with random weights
+        cnnlab bench RUN_DIR --batch 1,32,256 --runtime torch,compile,onnx
+        cnnlab bench resnet18 --input 3x224x224 --batch 1,32 --threads 2 --json""",
+}
+
+
+def positive_int(name: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected a positive integer") from e
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} {v}: expected a positive integer")
+        return v
+    return parse
+
+
+def int_list(name: str):
+    def parse(s: str) -> list[int]:
+        try:
+            vals = [int(v) for v in s.split(",") if v.strip()]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected positive integers "
+                                             f"separated by commas, e.g. 1,32,256") from e
+        if not vals or min(vals) < 1:
+            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected positive integers "
+                                             f"separated by commas, e.g. 1,32,256")
+        return vals
+    return parse
+
+
+def register(subs) -> None:
+    e = add_command(subs, "export", "export a checkpoint to ONNX or a torch.export .pt2 program, "
+                    "checked against torch", EXAMPLES["export"], cmd_export)
+    e.add_argument("checkpoint", help="checkpoint .safetensors, its .json, or a run directory")
+    e.add_argument("--format", default="onnx", help="onnx or pt2 (default: onnx)")
+    e.add_argument("--out", help="output file (default: beside the checkpoint, best.onnx "
+                                 "for best.safetensors)")
+    e.add_argument("--opset", type=positive_int("--opset"),
+                   help="ONNX opset version (default: the exporter's, 20)")
+    e.add_argument("--dynamic-batch", action="store_true",
+                   help="accept any batch size (default: batches of exactly 1 image)")
+    e.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    b = add_command(subs, "bench", "inference latency (p50/p99) and throughput per batch size "
+                    "and runtime", EXAMPLES["bench"], cmd_bench)
+    b.add_argument("model", help="checkpoint, run directory, .onnx file or registered model name")
+    b.add_argument("--batch", type=int_list("--batch"), default=[1, 32, 256],
+                   help="batch sizes, comma-separated (default: 1,32,256)")
+    b.add_argument("--runtime", default="torch,compile,onnx",
+                   help="runtimes, comma-separated: torch (eager), compile (torch.compile), "
+                        "onnx (onnxruntime) (default: all three)")
+    b.add_argument("--threads", type=positive_int("--threads"),
+                   help="CPU threads for every runtime (default: each runtime's own)")
+    b.add_argument("--input", help="input size CxHxW for a model name (default: the model's "
+                                   "own; 32x32 or smaller builds its small-input variant)")
+    b.add_argument("--seconds", type=float, default=1.0,
+                   help="time spent measuring each case (default: 1)")
+    b.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_export(args) -> int:
+    from cnnlab.deploy.export import export_checkpoint
+
+    r = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out, opset=args.opset,
+                          dynamic_batch=args.dynamic_batch, force=args.force)
+    if args.json:
+        d = {**r.__dict__, "path": str(r.path)}
+        print(json.dumps(d, indent=2))
+    else:
+        print(r.format_line())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cnnlab.deploy.bench import bench
+
+    if not 0 < args.seconds <= 600:
+        raise UserError(f"--seconds {args.seconds}: expected a duration in (0, 600]")
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    report = bench(args.model, batches=args.batch, runtimes=runtimes, threads=args.threads,
+                   input_size=args.input, seconds=args.seconds)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0

@@ -1,0 +1,42 @@
+"""`cnnlab serve`: the web explorer for checkpoints, in the browser."""
+
+from __future__ import annotations
+
+from cnnlab.cli.common import add_command
+
+EXAMPLES = """
+    cnnlab serve runs/lenet5-digits-20261122-134459
+    cnnlab serve --runs runs                      # every run directory under runs/
+    cnnlab serve RUN_A RUN_B/checkpoints/last.safetensors --port 8080 --open"""
+
+
+def register(subs) -> None:
+    s = add_command(subs, "serve",
+                    "web explorer: every layer of your model for one image, in the browser",
+                    EXAMPLES, cmd_serve,
+                    description="Serve a page (and its JSON API) showing a checkpoint's summary, "
+                                "curves, prediction, activation maps, Grad-CAM and the detail of "
+                                "any conv/pool/ReLU unit, for an uploaded, drawn or test image. "
+                                "Binds 127.0.0.1 (this machine only) unless --host says "
+                                "otherwise.")
+    s.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT_OR_RUN",
+                   help="checkpoints (.safetensors or .json) or run directories to serve")
+    s.add_argument("--runs", metavar="DIR",
+                   help="also serve every run directory under DIR (default when no checkpoint "
+                        "is given: ./runs)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; another "
+                        "address exposes the models, with a warning)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    s.add_argument("--max-upload-mb", type=float, default=10,
+                   help="largest accepted upload in MiB (default: 10; larger ones get 413)")
+    s.add_argument("--open", action="store_true", help="open the page in a web browser")
+
+
+def cmd_serve(args) -> int:
+    from cnnlab.serve import serve
+
+    runs = args.runs if args.runs or args.checkpoints else "runs"
+    serve(args.checkpoints, runs, host=args.host, port=args.port,
+          max_upload_mb=args.max_upload_mb, open_browser=args.open)
+    return 0

@@ -1,0 +1,227 @@
+"""Image files -> model inputs, with NumPy and Pillow only (no torch).
+
+One code path for every runtime: ``cnnlab predict`` with a checkpoint (torch) and with an
+exported ``.onnx`` file (onnxruntime, torch never imported) both call :func:`load_image` and
+:func:`normalize`, so the same file gives the same input tensor, bit for bit.
+
+The input spec is the one stored in checkpoints and in exported models' metadata::
+
+    {"channels": 1, "size": [28, 28], "mean": [0.1307], "std": [0.3081],
+     "resize": "bilinear"}        # or "pad"; absent means "bilinear"
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.errors import UserError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+RESIZE_POLICIES = ("bilinear", "pad")
+
+
+class InputMismatchWarning(UserWarning):
+    """An image plainly unlike the model's training input (colour, polarity, aspect ratio)."""
+
+
+def check_spec(spec, where: str = "input spec") -> dict:
+    """``spec`` if it is a usable input spec; else a UserError naming ``where``."""
+    try:
+        c, (h, w) = int(spec["channels"]), (int(v) for v in spec["size"])
+        mean, std = [float(v) for v in spec["mean"]], [float(v) for v in spec["std"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{where}: not a cnnlab input spec ({type(e).__name__}: {e}); expected "
+                        f'{{"channels": 1 or 3, "size": [H, W], "mean": [...], "std": [...]}}'
+                        ) from e
+    if c not in (1, 3) or h < 1 or w < 1 or len(mean) != c or len(std) != c or min(std) <= 0:
+        raise UserError(f"{where}: input spec channels={c} size={h}x{w} mean={mean} std={std}: "
+                        f"expected 1 or 3 channels, a positive size, one mean and one positive "
+                        f"std per channel")
+    resize = spec.get("resize", "bilinear")
+    if resize not in RESIZE_POLICIES:
+        raise UserError(f"{where}: resize policy {resize!r}: expected one of {RESIZE_POLICIES}")
+    return {"channels": c, "size": [h, w], "mean": mean, "std": std, "resize": resize}
+
+
+def list_images(inputs) -> list[Path]:
+    """Files and folders -> image paths: a folder is searched recursively (sorted, only
+    files with an image extension); a file is kept as given, whatever its extension."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS
+                           and f.is_file())
+            if not found:
+                raise UserError(f"{p}: folder has no images (searched recursively for "
+                                f"{', '.join(sorted(IMAGE_EXTS))})")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UserError(f"{p}: no such image file or folder")
+    return out
+
+
+def _open(p: Path) -> Image.Image:
+    """Decoded image, upright (EXIF orientation applied, as phone photos need).
+
+    Pillow refuses an image declaring over ``2 * Image.MAX_IMAGE_PIXELS`` pixels (a
+    100000x100000 PNG of a few KB would ask for 30 GB): a decompression bomb, reported with
+    its path. Between 1x and 2x (a real 12000x12000 photo) Pillow only warns; such an image
+    is honest and decoded without passing the warning on.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                if im.format == "JPEG":  # decode at a reduced scale when much larger: faster
+                    im.draft(im.mode, (512, 512))
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{p}: refused as a decompression bomb "
+                        f"({str(e).split(' could be')[0].rstrip(',')})") from e
+    except FileNotFoundError as e:
+        raise UserError(f"{p}: no such image file") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"{p}: not a readable image (expected PNG, JPEG or BMP; "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+
+def _to_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
+    """Bilinear stretch to (w, h), or "pad": shrink to fit keeping the aspect ratio (never
+    enlarge), then centre on a black (zero) canvas, as MNIST's 28 -> 32 padding does."""
+    if im.size == (w, h):
+        return im
+    if policy == "bilinear":
+        return im.resize((w, h), Image.BILINEAR)
+    scale = min(1.0, w / im.width, h / im.height)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                       Image.BILINEAR)
+    canvas = Image.new(im.mode, (w, h), 0)
+    canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
+    return canvas
+
+
+def load_image(path: str | Path, spec: dict, notes: dict | None = None) -> np.ndarray:
+    """Any PNG/JPEG/BMP, gray or colour, any size -> uint8 ``(C, H, W)`` as the model expects:
+    EXIF orientation applied, converted to the model's channels (L or RGB), resized to its
+    input size by the spec's policy.
+
+    ``notes`` (optional dict) collects what :func:`mismatch_notes` finds, for one warning
+    per kind over many images.
+    """
+    p = Path(path)
+    im = _open(p)
+    c, (h, w) = spec["channels"], spec["size"]
+    colourful = c == 1 and _is_colour(im)
+    aspect = (im.width / im.height) / (w / h)
+    im = _to_size(im.convert("L" if c == 1 else "RGB"), h, w, spec.get("resize", "bilinear"))
+    a = np.asarray(im)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    if notes is not None:
+        for kind in mismatch_notes(a, spec, colourful, aspect):
+            notes.setdefault(kind, []).append(str(p))
+    return a
+
+
+def _is_colour(im: Image.Image) -> bool:
+    """True when the picture has real colour: mean spread between channels over 8% of 255."""
+    if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return False
+    small = np.asarray(im.convert("RGB").resize((32, 32)), dtype=np.int16)
+    return float((small.max(2) - small.min(2)).mean()) > 0.08 * 255
+
+
+def mismatch_notes(a: np.ndarray, spec: dict, colourful: bool, aspect: float) -> list[str]:
+    """Kinds of plain mismatch between an image ``a`` uint8 (C, H, W) and the training data
+    the spec describes: a colour photo into a gray model; inverted polarity (training images
+    dark on average, as digits on black are, while this image's border - its background -
+    is light, or the reverse); an aspect ratio over 2x off the model's."""
+    kinds = []
+    if colourful:
+        kinds.append("a colour image given to a grayscale model")
+    train_mean = float(np.mean(spec["mean"]))
+    ring = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=1)
+    border = float(ring.mean()) / 255
+    if (train_mean < 0.35 and border > 0.65) or (train_mean > 0.65 and border < 0.35):
+        kinds.append(f"inverted polarity (background {border:.2f} on a 0-1 scale; the "
+                     f"model's training images have mean {train_mean:.2f})")
+    if not 0.5 <= aspect <= 2:
+        h, w = spec["size"]
+        kinds.append(f"an aspect ratio far from the model's {w}:{h}")
+    return kinds
+
+
+def warn_mismatches(notes: dict, total: int) -> None:
+    """One InputMismatchWarning per kind of mismatch, naming how many images and one."""
+    for kind, paths in notes.items():
+        warnings.warn(f"{len(paths)} of {total} image(s) plainly unlike the model's input, "
+                      f"{kind}: predictions may be meaningless (e.g. {paths[0]})",
+                      InputMismatchWarning, stacklevel=3)
+
+
+def normalize(batch: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` -> float32 ``(x / 255 - mean) / std``, per channel: exactly what
+    training fed the model (:func:`cnnlab.train.normalizer` on the 0-1 scale)."""
+    mean = np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1)
+    x = batch.astype(np.float32)
+    x /= np.float32(255)
+    x -= mean
+    x /= std
+    return x
+
+
+def load_batch(paths: list[Path], spec: dict, workers: int = 0) -> tuple[np.ndarray, dict]:
+    """Decode ``paths`` -> (uint8 (N, C, H, W), mismatch notes), in ``workers`` processes
+    when > 1 (chunks in order, so the result is the same as in one process)."""
+    if workers <= 1 or len(paths) < 2000:
+        notes: dict = {}
+        arrays = [load_image(p, spec, notes) for p in paths]
+        return (np.stack(arrays) if arrays else np.zeros((0, spec["channels"], *spec["size"]),
+                                                          np.uint8)), notes
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = -(-len(paths) // workers)
+    chunks = [paths[i:i + n] for i in range(0, len(paths), n)]
+    with ProcessPoolExecutor(workers) as ex:
+        parts = list(ex.map(load_batch, chunks, [spec] * len(chunks)))
+    merged: dict = {}
+    for _, notes in parts:
+        for k, v in notes.items():
+            merged.setdefault(k, []).extend(v)
+    return np.concatenate([b for b, _ in parts]), merged
+
+
+def default_workers(n_images: int) -> int:
+    """Decode in worker processes only when there are enough images to repay starting them
+    (~0.1 s each); at most one per core."""
+    return min(os.cpu_count() or 1, 4) if n_images >= 2000 else 0
+
+
+def topk(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, indices) of the ``k`` largest of each row, largest first; ties broken by
+    the lower index, as ``torch.topk`` does on CPU."""
+    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(probs, idx, 1), idx
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def results(paths, probs: np.ndarray, classes: list[str], k: int) -> list[dict]:
+    """``[{"image": path, "top": [{"class", "probability"}, ...]}, ...]`` (k best each)."""
+    vals, idx = topk(probs, min(k, probs.shape[1]))
+    return [{"image": str(p), "top": [{"class": classes[i], "probability": float(v)}
+                                      for v, i in zip(vr, ir)]}
+            for p, vr, ir in zip(paths, vals.tolist(), idx.tolist())]

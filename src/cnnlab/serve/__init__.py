@@ -1,0 +1,86 @@
+"""``cnnlab serve``: a web explorer for the user's own checkpoints, in the browser.
+
+    >>> from cnnlab.serve import create_app, load_explorers
+    >>> app = create_app(load_explorers(["runs/lenet5-digits-..."]))   # a FastAPI app
+    >>> serve(["runs/lenet5-digits-..."], port=8000)                    # blocks; Ctrl-C stops
+
+The page (``/``) shows, for an uploaded, drawn or test image: the model's summary and
+training curves, the input as the model sees it, top-k probabilities with the softmax written
+out, every stage's activation maps (CNN Explainer's overview, for any zoo model), Grad-CAM,
+and the detail of one unit of a convolution, pooling or ReLU computed by the NumPy engine
+beside torch's value, plus a playground for the output-size formula. The page uses only the
+JSON API (``/openapi.json``, listed at ``/api``); its script, style and fonts ship in
+``cnnlab/serve/static`` (nothing is fetched from elsewhere: it works offline).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+from cnnlab.errors import UserError
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port); a UserError when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); "
+                        f"choose another --port") from e
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
+          max_upload_mb: float = 10, open_browser: bool = False, log_level: str = "warning",
+          out=sys.stdout) -> None:
+    """Serve the explorer until Ctrl-C (or SIGTERM); prints the address first."""
+    import uvicorn
+
+    from cnnlab.serve.app import create_app, load_explorers
+
+    if max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb {max_upload_mb}: expected a positive size in MiB")
+    if not _is_loopback(host):
+        print(f"warning: --host {host} exposes the models and this explorer to other machines "
+              f"on the network; there is no authentication", file=sys.stderr)
+    explorers = load_explorers(paths, runs)
+    app = create_app(explorers, max_upload_mb)
+    sock = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    for e in explorers.values():
+        i = e.info()
+        print(f"  {i['id']}: {i['model']} on {i['data']} ({len(i['classes'])} classes)", file=out)
+    print(f"cnnlab explorer at {url}  (API: {url}api; Ctrl-C to stop)", file=out, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3))
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down first, then re-raises the Ctrl-C it caught
+        pass
+    finally:
+        sock.close()
+    print("cnnlab explorer stopped", file=out, flush=True)
+
+
+__all__ = ["serve", "bind"]

@@ -1,0 +1,279 @@
+"""One served checkpoint: its model, metadata, summary, training curves, test samples, and the
+explorer's computations for one input image.
+
+What the page shows is computed by the library, not here: preprocessing by
+:mod:`cnnlab.inference` and the trainer's normaliser, the summary by
+:func:`cnnlab.analysis.summary`, activation maps by :func:`cnnlab.viz.activations.
+capture_activations`, Grad-CAM by :func:`cnnlab.viz.gradcam.grad_cam`, unit detail by the
+NumPy engine (:mod:`cnnlab.serve.units`). This module only packs the results for JSON.
+
+Concurrency: a torch module with hooks is shared mutable state (a hook registered by one
+request would record another request's forward pass), so every call into the model holds
+``self.lock``. Requests for different checkpoints run in parallel.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.errors import UserError
+
+PAGE = 16  # channels of a stage sent per page (wide layers are paged)
+
+
+def b64(a) -> str:
+    """A float array as base64 of little-endian float32 (the page decodes it into a
+    ``Float32Array``): a quarter of the size of JSON numbers, and no parsing."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode()
+
+
+def _maps(t: torch.Tensor) -> np.ndarray:
+    """One image's activation: (C, H, W), or (1, 1, F) for a vector."""
+    a = t[0].float().cpu().numpy()
+    return a[None, None, :] if a.ndim == 1 else a.reshape(a.shape[0], a.shape[1], -1)
+
+
+class Explorer:
+    """A checkpoint loaded once at start-up, served by id (never by a path from a request)."""
+
+    def __init__(self, ident: str, path: str | Path):
+        from cnnlab.inference import load_model, resolve_checkpoint
+        from cnnlab.preprocess import check_spec
+
+        self.id = ident
+        self.path = resolve_checkpoint(path)
+        self.model, self.meta = load_model(self.path)
+        self.spec = check_spec(self.meta["input"], f"{self.path}: input spec")
+        self.classes = list(self.meta["classes"])
+        self.lock = threading.Lock()
+        self._summary = None
+        self._samples = None
+        run = self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+        self.run_dir = run if run is not None and (run / "metrics.csv").exists() else None
+
+    # ---- what the model is ------------------------------------------------------------------
+    def info(self) -> dict:
+        m = self.meta
+        metrics = m.get("metrics") or {}
+        final = {}
+        if self.run_dir is not None and (self.run_dir / "final.json").exists():
+            try:
+                final = json.loads((self.run_dir / "final.json").read_text())
+            except (OSError, ValueError):  # a run still being written
+                final = {}
+        return {"id": self.id, "name": self.run_dir.name if self.run_dir else self.path.stem,
+                "checkpoint": self.path.name, "model": m["model"],
+                "model_kwargs": m.get("model_kwargs", {}), "classes": self.classes,
+                "input": self.spec, "data": (m.get("config") or {}).get("data", m.get("data")),
+                "epoch": m.get("epoch"),
+                "test_accuracy": final.get("test_accuracy", metrics.get("test_acc")),
+                "val_accuracy": final.get("val_accuracy", metrics.get("val_acc"))}
+
+    def details(self) -> dict:
+        from cnnlab.analysis import summary
+        from cnnlab.viz.activations import stages
+
+        with self.lock:
+            if self._summary is None:
+                size = (self.spec["channels"], *self.spec["size"])
+                self._summary = summary(self.model, size).to_dict()
+                self._summary["model"] = self.meta["model"]
+            names = [n for n, _ in stages(self.model)]
+        return {**self.info(), "summary": self._summary, "curves": self.curves(),
+                "stages": names}
+
+    def curves(self) -> dict:
+        """metrics.csv of the run as columns ({"epoch": [...], "test_acc": [...], ...})."""
+        if self.run_dir is None:
+            return {}
+        with open(self.run_dir / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        cols: dict[str, list] = {}
+        for r in rows:
+            for k, v in r.items():
+                try:
+                    cols.setdefault(k, []).append(float(v) if v not in ("", None) else None)
+                except ValueError:
+                    cols.setdefault(k, []).append(None)
+        return cols
+
+    # ---- test samples -----------------------------------------------------------------------
+    def samples(self):
+        """The test split of the checkpoint's dataset (loaded on first use)."""
+        from cnnlab.data import ImageData, load_data
+
+        with self.lock:
+            if self._samples is None:
+                cfg = self.meta.get("config") or {}
+                source = cfg.get("data", "digits")
+                # the run's held-out fraction ("test_split"; older configs: "val_split")
+                split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+                try:
+                    test = load_data(source, val_split=split,
+                                     seed=cfg.get("seed", 0), progress=False).test
+                except (UserError, OSError) as e:
+                    raise UserError(f"test samples of {self.id}: dataset {source} cannot be "
+                                    f"loaded ({e})") from e
+                if not isinstance(test, ImageData):
+                    raise UserError(f"test samples of {self.id}: {source} is streamed from "
+                                    f"disk; pick an image file instead")
+                self._samples = test
+        return self._samples
+
+    def sample(self, index: int) -> tuple[np.ndarray, int]:
+        test = self.samples()
+        if not 0 <= index < len(test):
+            raise IndexError(f"sample {index}: expected 0..{len(test) - 1}")
+        return test.images[index], int(test.labels[index])
+
+    # ---- one image --------------------------------------------------------------------------
+    def tensor(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (C, H, W) -> normalized float (1, C, H, W), as ``cnnlab predict`` does
+        (:func:`cnnlab.preprocess.normalize`)."""
+        from cnnlab.preprocess import normalize
+
+        return torch.from_numpy(normalize(image[None], self.spec))
+
+    def explore(self, image: np.ndarray, target: int | None = None,
+                offsets: dict | None = None, layers: list[str] | None = None,
+                notes: dict | None = None) -> dict:
+        """Everything the page shows for one uint8 image (C, H, W): the input as the model
+        sees it, prediction with the softmax detail, the maps of every stage (a page of
+        ``PAGE`` channels from ``offsets[stage]``), Grad-CAM for ``target`` (default: the
+        predicted class). ``notes``: the decoder's mismatch notes, shown as warnings.
+        ``server_ms`` is the time of the whole update."""
+        from cnnlab.viz.activations import capture_activations
+        from cnnlab.viz.gradcam import grad_cam
+
+        t0 = time.perf_counter()
+        x = self.tensor(image)
+        with self.lock:
+            with torch.no_grad():
+                logits = self.model(x)
+            logits = logits if isinstance(logits, torch.Tensor) else logits[0]
+            acts = capture_activations(self.model, x, layers)
+            cam, cam_error = None, None
+            if target is not None and not 0 <= target < len(self.classes):
+                raise UserError(f"target {target}: expected a class index 0..{len(self.classes) - 1}")
+            try:
+                cam, cls, cam_layer = grad_cam(self.model, x, target)
+            except UserError as e:  # the MLP and the linear model have no spatial layer
+                cam_error = str(e)
+        out = {"input": {**self._input(image, x), "warnings": list(notes or {})},
+               "prediction": softmax_detail(
+            logits[0].double().numpy(), self.classes),
+            "stages": [self._stage(n, t, (offsets or {}).get(n, 0)) for n, t in acts.items()]}
+        out["gradcam"] = ({"error": cam_error} if cam is None else
+                          {"map": b64(cam[0]), "shape": list(cam.shape[1:]), "layer": cam_layer,
+                           "target": int(cls[0]), "class": self.classes[int(cls[0])]})
+        out["server_ms"] = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def _input(self, image: np.ndarray, x: torch.Tensor) -> dict:
+        xs = x[0].numpy()
+        return {"shape": list(image.shape), "pixels": base64.b64encode(image.tobytes()).decode(),
+                "normalized": b64(xs), "min": float(xs.min()), "max": float(xs.max()),
+                "mean": self.spec["mean"], "std": self.spec["std"]}
+
+    def _stage(self, name: str, t: torch.Tensor, offset: int) -> dict:
+        a = _maps(t)
+        c = a.shape[0]
+        offset = max(0, min(int(offset), max(c - 1, 0)))
+        offset -= offset % PAGE
+        module = self.model.get_submodule(name)
+        page = a[offset:offset + PAGE]
+        return {"name": name, "type": type(module).__name__, "shape": list(t.shape[1:]),
+                "channels": c, "offset": offset, "count": len(page), "map_shape": list(a.shape[1:]),
+                "data": b64(page), "min": float(a.min()), "max": float(a.max()),
+                "unit_detail": _unit_ok(module)}
+
+    def unit(self, image: np.ndarray, layer: str, c: int, y: int, x: int) -> dict:
+        """Unit (c, y, x) of ``layer`` for the image: NumPy engine beside torch."""
+        from cnnlab.serve.units import explain_unit, supports
+
+        try:
+            module = self.model.get_submodule(layer)
+        except AttributeError:
+            raise UserError(f"layer {layer!r}: no such layer in {self.meta['model']}") from None
+        if not supports(module):
+            raise UserError(f"layer {layer}: unit detail covers Conv2d, pooling and ReLU "
+                            f"layers; this one is a {type(module).__name__}")
+        xt = self.tensor(image)
+        with self.lock:
+            with LayerIO(module) as io, torch.no_grad():
+                self.model(xt)
+            xin, out = io.input, io.output
+        d = explain_unit(module, layer, xin, out, c, y, x)
+        if d["kind"] in ("conv", "maxpool", "avgpool"):  # the input maps under the window
+            chans = d["channels"][:8]
+            d["input_maps"] = b64(xin[chans])
+            d["input_maps_shown"] = chans
+        return d
+
+
+def leaf_layers(model) -> list[str]:
+    """Every convolution, pooling and ReLU module, in definition order: the overview's
+    "every layer" mode, where each unit can be opened (inside residual blocks too)."""
+    from cnnlab.serve.units import SUPPORTED
+
+    return [n for n, m in model.named_modules() if n and isinstance(m, SUPPORTED)]
+
+
+def _unit_ok(module) -> bool:
+    from cnnlab.serve.units import supports
+
+    return supports(module)
+
+
+class LayerIO:
+    """Forward hooks that keep one module's input and output (clones, first image) of the
+    next forward pass; removed on exit. The input is cloned *before* the module runs, so an
+    in-place ReLU cannot overwrite it."""
+
+    def __init__(self, module):
+        self.module, self.input, self.output, self._h = module, None, None, []
+
+    def _pre(self, _m, args):
+        if self.input is None:
+            self.input = args[0][0].detach().float().cpu().numpy().copy()
+
+    def _post(self, _m, _args, out):
+        if self.output is None:
+            self.output = out[0].detach().float().cpu().numpy().copy()
+
+    def __enter__(self):
+        self._h = [self.module.register_forward_pre_hook(self._pre),
+                   self.module.register_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._h:
+            h.remove()
+        return False
+
+
+def softmax_detail(logits: np.ndarray, classes: list[str], topk: int = 5) -> dict:
+    """The softmax written out: p_i = exp(z_i - m) / sum_j exp(z_j - m) with m = max z.
+
+    Subtracting m changes nothing (it cancels) and keeps exp from overflowing; the page shows
+    m, each exp, their sum and each division."""
+    m = float(logits.max())
+    exps = np.exp(logits - m)
+    total = float(exps.sum())
+    probs = exps / total
+    order = np.argsort(-probs, kind="stable")
+    return {"logits": logits.tolist(), "shift": m, "exps": exps.tolist(), "sum": total,
+            "probs": probs.tolist(), "top": [{"index": int(i), "class": classes[i],
+                                              "probability": float(probs[i])}
+                                             for i in order[:topk]],
+            "predicted": int(order[0]), "class": classes[int(order[0])],
+            "entropy": float(-(probs * np.log(np.maximum(probs, 1e-300))).sum() / math.log(2))}

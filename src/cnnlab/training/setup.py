@@ -1,0 +1,214 @@
+"""Setting a run up: device, processes, threads, data (with its validation split), input spec,
+model arguments. Shared by both engines.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from cnnlab.config import TrainConfig
+from cnnlab.data import DataSplits, load_data, stratified_split
+from cnnlab.errors import UserError
+from cnnlab.registry import model_info
+
+
+# ------------------------------------------------------------------------ device, processes
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine (use cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from e
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[Dist, str]:
+    """Join torchrun's process group (gloo on CPU, NCCL on GPU) when launched by torchrun,
+    even with one process (so the DDP path runs the same way at every scale)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return Dist(), device_name
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device_name = f"cuda:{local}"
+    elif device_name == "auto":
+        device_name = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local), device_name
+
+
+SMALL_MODEL_PARAMS = 1_000_000  # below this, one CPU thread (see choose_threads)
+
+
+def choose_threads(requested: int | None, n_params: int, world: int = 1) -> int:
+    """CPU threads for torch: ``requested`` if given, else 1 for a small model, else torch's.
+
+    Why: a small model's per-step kernels are short, so a second thread saves little (LeNet-5
+    on the digits: ~12% idle on 2 cores) while a busy core makes every intra-op barrier wait
+    for the slow thread (2.8x slower with one competing CPU-bound process; measured in
+    benchmarks/RESULTS.md, "Threads on a busy machine"). Several processes share the cores
+    between them.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads {requested}: expected 1 or more")
+        return requested
+    if n_params < SMALL_MODEL_PARAMS:
+        return 1
+    return max(1, torch.get_num_threads() // max(world, 1))
+
+
+# ------------------------------------------------------------------------------------ data
+def load_training_data(cfg: TrainConfig, progress: bool) -> tuple[DataSplits, object | None]:
+    """(data, validation split or None): the run's data after checking batch size and epochs.
+
+    The validation split is ``cfg.val_split`` of the training images, stratified by class and
+    fixed by the seed (:func:`cnnlab.data.stratified_split`); it is removed from
+    ``data.train``. It picks the best checkpoint and drives early stopping, so the test set
+    is looked at once, for the chosen model only.
+    """
+    data = load_data(cfg.data, val_split=cfg.test_split, seed=cfg.seed, progress=progress,
+                     in_memory=cfg.in_memory)
+    if cfg.workers < 0:
+        raise UserError(f"--workers {cfg.workers}: expected 0 or more worker processes")
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise UserError(f"--batch-size and --epochs must be positive (got {cfg.batch_size}, "
+                        f"{cfg.epochs})")
+    val = None
+    if cfg.val_split:
+        if not 0 < cfg.val_split < 1:
+            raise UserError(f"--val-split {cfg.val_split}: expected a fraction in (0, 1), or 0 "
+                            f"to train on every training image")
+        labels = np.asarray(data.train.labels)
+        k, n_val = len(np.unique(labels)), round(cfg.val_split * len(labels))
+        if min(n_val, len(labels) - n_val) < k:  # too few to hold one image per class out
+            print(f"--val-split {cfg.val_split:g}: {len(labels)} training images are too few "
+                  f"to hold out one per class ({k} classes); training on all of them, the "
+                  f"last epoch is the model", file=sys.stderr)
+            cfg.val_split = 0.0
+        else:
+            tr, va = stratified_split(labels, cfg.val_split, seed=cfg.seed)
+            val = _subset(data.train, va)
+            data = replace(data, train=_subset(data.train, tr), notes=[
+                *data.notes, f"validation: {len(va)} of the training images held out "
+                             f"(--val-split {cfg.val_split:g})"])
+    if cfg.batch_size > len(data.train):
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
+                        f"({len(data.train)} images)")
+    return data, val
+
+
+def _subset(split, idx):
+    if streaming(split):
+        return split.subset(idx)
+    return replace(split, images=split.images[idx], labels=split.labels[idx])
+
+
+def streaming(split) -> bool:
+    return not hasattr(split, "images")
+
+
+# ---------------------------------------------------------------------------- input spec
+STREAM_STATS_SAMPLE = 10_000  # images decoded for a streaming set's mean/std
+
+
+def input_spec(data: DataSplits, normalize: str = "auto", workers: int = 2) -> dict:
+    """Channels, size and per-channel mean/std (on the [0, 1] scale) of the training set.
+
+    Mean subtraction as VGG does (its mean RGB), plus division by the std so every channel
+    has unit variance: faster, more stable optimisation and larger usable learning rates.
+    A streaming training set is never decoded whole: its mean/std come from a seeded sample
+    of up to ``STREAM_STATS_SAMPLE`` (10,000) training images, all of them when fewer.
+    """
+    c, h, w = data.train.shape
+    if normalize == "none":
+        mean, std = [0.0] * c, [1.0] * c
+    elif normalize != "auto":
+        mean, std = given_stats(normalize, c)
+    else:
+        if streaming(data.train):
+            chunks = _stream_stats_chunks(data.train, workers)
+        else:
+            x = data.train.images
+            chunks = (x[i:i + 16384] for i in range(0, len(x), 16384))
+        mean, std = channel_stats(chunks, c)
+    return {"channels": c, "size": [h, w], "mean": mean, "std": std}
+
+
+def channel_stats(chunks, c: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std (0..1 scale, 6 decimals) of uint8 (B, C, H, W) chunks.
+
+    Exact: each channel's 256-bin histogram (integer counts, ``torch.bincount``, ~0.1 s for
+    MNIST's 47M pixels) gives the mean and variance without summing a float copy.
+    """
+    hist = torch.zeros(c, 256, dtype=torch.int64)
+    for xb in chunks:
+        xb = torch.as_tensor(xb).reshape(len(xb), c, -1)
+        for ch in range(c):
+            hist[ch] += torch.bincount(xb[:, ch].reshape(-1), minlength=256)
+    h = hist.double()
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    n = h.sum(1).clamp_min(1)
+    mean = (h * v).sum(1) / n
+    var = (h * (v - mean[:, None]) ** 2).sum(1) / n
+    std = var.clamp_min(1e-12).sqrt()
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def _stream_stats_chunks(train, workers: int):
+    """uint8 chunks of a seeded sample of up to STREAM_STATS_SAMPLE streamed training images."""
+    n = len(train)
+    pick = np.arange(n) if n <= STREAM_STATS_SAMPLE else np.sort(
+        np.random.default_rng(0).choice(n, STREAM_STATS_SAMPLE, replace=False))
+    for x, _ in train.batches([pick[i:i + 4096] for i in range(0, len(pick), 4096)], workers):
+        yield x.numpy()
+
+
+def given_stats(text: str, channels: int) -> tuple[list[float], list[float]]:
+    """``"0.49,0.48,0.45/0.25,0.24,0.26"`` -> (mean, std), one value per channel (0..1 scale)."""
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in text.split("/"))
+    except ValueError:
+        mean = std = None
+    if mean is None or len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise UserError(f"--normalize {text}: expected auto, none, or MEAN/STD with {channels} "
+                        f"comma-separated value(s) each on the 0..1 scale (std > 0), e.g. "
+                        f"{','.join(['0.5'] * channels)}/{','.join(['0.25'] * channels)}")
+    return mean, std
+
+
+def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:
+    """Constructor arguments: classes and channels from the data, plus the user's extras.
+
+    A model whose builder takes ``input_size`` (LeNet-5's 28 vs 32) gets the data's size.
+    """
+    kw = {"num_classes": num_classes, "in_channels": spec["channels"], **cfg.model_kwargs}
+    params = inspect.signature(model_info(cfg.model).builder).parameters
+    takes = lambda k: k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())  # noqa: E731
+    if "input_size" in params and "input_size" not in cfg.model_kwargs:
+        kw["input_size"] = spec["size"][0]
+    return {k: v for k, v in kw.items() if takes(k)}

@@ -1,0 +1,196 @@
+"""Export (issue 13): every zoo model to ONNX, checked by onnx.checker and against torch with
+onnxruntime on real test images (the built-in digits, through predict's own preprocessing);
+.pt2 programs reload and match exactly; cnnlab's own layers; bad input exits 2."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.cli import main
+from cnnlab.deploy.export import export_model, load_pt2
+from cnnlab.errors import UserError
+from cnnlab.nn import KMaxPool, MinPool2d, StochasticPool2d, stochastic_pool2d
+from cnnlab.preprocess import load_image, normalize
+from cnnlab.registry import get_model, list_models, model_info
+
+from conftest import write_png
+
+CLASSES = ["a", "b", "c"]
+GRAY_28 = {"lenet5": dict(input_size=28), "mlp": {}, "linear": {}}
+
+
+def small(name: str) -> tuple[dict, dict]:
+    """(builder kwargs, input spec) of `name` at its small input (28 or 32 px), 3 classes."""
+    info = model_info(name)
+    kw = dict(GRAY_28.get(name, {} if info.input_size[1] <= 32 else {"small_input": True}))
+    c, s = info.input_size[0], 28 if name in GRAY_28 else 32
+    spec = {"channels": c, "size": [s, s], "mean": [0.2] * c, "std": [0.3] * c}
+    return {**kw, "num_classes": len(CLASSES)}, spec
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory):
+    """Eight real test digits (32x32 gray scans) as PNG files."""
+    from cnnlab.data import load_data
+
+    d = load_data("digits", progress=False)
+    root = tmp_path_factory.mktemp("digits")
+    return [write_png(root / f"{i}.png", d.test.images[i, 0]) for i in range(8)]
+
+
+def real_batch(files, spec) -> torch.Tensor:
+    """The digit files as the model sees them: predict's decoding and normalisation."""
+    return torch.from_numpy(normalize(np.stack([load_image(f, spec) for f in files]), spec))
+
+
+def calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """BatchNorm statistics of `x` (cumulative average), so logits have a trained model's
+    scale rather than random init's compounding one; then eval mode."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_exports_to_onnx_matching_torch(name, digit_files, tmp_path):
+    """Without torch.onnx's optional graph clean-up (a quarter of the export time; the CLI
+    test below exports with it): the checks are the same."""
+    torch.manual_seed(0)
+    kw, spec = small(name)
+    x = real_batch(digit_files, spec)
+    model = calibrate(get_model(name, **kw), x)
+    out = tmp_path / f"{name}.onnx"
+    r = export_model(model, {"model": name, "model_kwargs": kw, "classes": CLASSES,
+                             "input": spec}, out, dynamic_batch=True, optimize=False)
+    assert r.path == out and r.max_abs_diff <= 1e-4 * max(1.0, r.max_abs_logit)
+    proto = onnx.load(str(out), load_external_data=False)
+    onnx.checker.check_model(proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["cnnlab.classes"]) == CLASSES
+    assert json.loads(props["cnnlab.input"]) == {**spec, "resize": "bilinear"}
+    assert props["cnnlab.model"] == name
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_pt2_reloads_and_matches_exactly(name, digit_files, tmp_path):
+    kw, spec = small(name)
+    x = real_batch(digit_files, spec)
+    model = calibrate(get_model(name, **kw), x)
+    r = export_model(model, {"model": name, "classes": CLASSES, "input": spec},
+                     tmp_path / "m.pt2", "pt2", dynamic_batch=True)
+    assert r.max_abs_diff == 0
+    program, meta = load_pt2(r.path)
+    assert json.loads(meta["cnnlab.classes"]) == CLASSES
+    with torch.no_grad():
+        assert torch.equal(program(x), model(x))
+        assert torch.equal(program(x[:3]), model(x[:3]))  # any batch size
+
+
+class OwnLayers(nn.Module):
+    """cnnlab.nn's pooling layers in one small network."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), StochasticPool2d(2),
+                                  nn.Conv2d(6, 8, 3), MinPool2d(2))
+        self.kmax = KMaxPool(4)
+        self.fc = nn.Linear(8 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(self.kmax(self.body(x)).flatten(1))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_cnnlabs_own_layers_export_in_inference_form(fmt, digit_files, tmp_path):
+    torch.manual_seed(0)
+    spec = {"channels": 1, "size": [20, 20], "mean": [0.2], "std": [0.3]}
+    x = real_batch(digit_files, spec)
+    model = OwnLayers().eval()
+    r = export_model(model, {"classes": CLASSES, "input": spec}, tmp_path / f"own.{fmt}", fmt,
+                     dynamic_batch=True)
+    with torch.no_grad():
+        want = model(x).numpy()  # StochasticPool2d in eval mode: the probability-weighted sum
+        h = model.body[1](model.body[0](x))
+        assert torch.equal(model.body[2](h), stochastic_pool2d(h, 2, training=False))
+    if fmt == "onnx":
+        sess = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], want,
+                                   rtol=1e-5, atol=1e-5)
+    else:
+        with torch.no_grad():
+            np.testing.assert_allclose(load_pt2(r.path)[0](x).numpy(), want, rtol=1e-6,
+                                       atol=1e-6)
+
+
+class Branchy(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x  # a branch on the data: no static graph holds it
+
+
+def test_a_layer_that_cannot_export_is_named(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), Branchy(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    spec = {"channels": 1, "size": [8, 8], "mean": [0.0], "std": [1.0]}
+    with pytest.raises(UserError, match=r"cannot export this model: layer 1 \(Branchy\)"):
+        export_model(model, {"classes": CLASSES, "input": spec}, tmp_path / "b.onnx")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--progress", "none"]) == 0
+    return out / "checkpoints" / "best.safetensors"
+
+
+def test_cli_export_writes_beside_the_checkpoint_and_refuses_to_overwrite(digits_ckpt, capsys):
+    assert main(["export", str(digits_ckpt)]) == 0
+    line = capsys.readouterr().out.strip()
+    onnx_path = digits_ckpt.with_suffix(".onnx")
+    assert line.startswith(f"wrote {onnx_path} (ONNX opset") and "max |onnxruntime - torch|" in line
+    before = onnx_path.read_bytes()
+    assert main(["export", str(digits_ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cnnlab export: error: {onnx_path}: already exists; pass --force to overwrite it"
+    assert onnx_path.read_bytes() == before
+    assert main(["export", str(digits_ckpt), "--force", "--dynamic-batch", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dynamic_batch"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "tflite"], "--format tflite: unknown format; expected one of onnx, pt2"),
+    (["--opset", "3"], "--opset 3: expected an ONNX opset from 7 to"),
+    (["--format", "pt2", "--opset", "18"], "--opset 18: only for --format onnx"),
+    (["--opset", "11"], "--opset 11: this model's operators cannot be written in opset 11"),
+])
+def test_cli_export_bad_arguments_exit_2_with_one_line(digits_ckpt, argv, message, tmp_path,
+                                                        capsys):
+    out = tmp_path / "m.out"
+    assert main(["export", str(digits_ckpt), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_cli_export_of_a_checkpoint_whose_model_cannot_be_built(digits_ckpt, tmp_path, capsys):
+    from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+
+    weights, meta = load_checkpoint(digits_ckpt)
+    bad = save_checkpoint(tmp_path / "bad", weights, {**meta, "model": "lenet55"})
+    assert main(["export", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and "lenet55" in err and "\n" not in err

@@ -1,0 +1,177 @@
+"""`cnnlab predict` (issues 9 and 13): folders, --csv, EXIF orientation, mismatch warnings,
+decompression bombs; an exported .onnx model predicts without importing torch and gives the
+same top-k as the checkpoint does through torch."""
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.preprocess import load_image
+
+from conftest import write_png
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(checkpoint, its .onnx export, a folder of real test digits in class sub-folders)."""
+    from cnnlab.data import load_data
+
+    root = tmp_path_factory.mktemp("pred")
+    assert main(["train", "--epochs", "3", "--out", str(root / "run"), "--progress", "none"]) == 0
+    ckpt = root / "run" / "checkpoints" / "best.safetensors"
+    assert main(["export", str(ckpt), "--dynamic-batch"]) == 0
+    d = load_data("digits", progress=False)
+    for i in range(12):
+        write_png(root / "imgs" / str(d.test.labels[i]) / f"{i}.png", d.test.images[i, 0])
+    return ckpt, ckpt.with_suffix(".onnx"), root / "imgs"
+
+
+def predict_json(capsys, *argv) -> list[dict]:
+    assert main(["predict", *map(str, argv), "--json", "--topk", "3"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_onnx_gives_the_same_topk_as_torch_on_a_folder(trained, capsys):
+    ckpt, onnx_path, folder = trained
+    by_torch = predict_json(capsys, ckpt, folder)
+    by_onnx = predict_json(capsys, onnx_path, folder)
+    assert len(by_torch) == 12 == len(by_onnx)  # the folder, searched recursively
+    assert [r["image"] for r in by_torch] == sorted(str(p) for p in folder.rglob("*.png"))
+    for a, b in zip(by_torch, by_onnx):
+        assert a["image"] == b["image"]
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+        np.testing.assert_allclose([t["probability"] for t in a["top"]],
+                                   [t["probability"] for t in b["top"]], atol=1e-5)
+
+
+def test_onnx_predict_never_imports_torch(trained, tmp_path):
+    _, onnx_path, folder = trained
+    code = ("import sys, json; from cnnlab.cli import main; "
+            f"rc = main(['predict', {str(onnx_path)!r}, {str(folder)!r}, '--csv', "
+            f"{str(tmp_path / 'p.csv')!r}]); "
+            "print(json.dumps([rc, 'torch' in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('torch'))[:5]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rc, has_torch, mods = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (rc, has_torch, mods) == (0, False, [])
+    rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert rows[0] == ["image", "class_1", "probability_1", "class_2", "probability_2",
+                       "class_3", "probability_3"]
+    assert len(rows) == 13 and all(0 <= float(r[2]) <= 1 for r in rows[1:])
+
+
+def test_onnx_without_metadata_needs_classes_and_input(trained, tmp_path, capsys):
+    _, onnx_path, folder = trained
+    proto = onnx.load(str(onnx_path))
+    spec = json.loads({p.key: p.value for p in proto.metadata_props}["cnnlab.input"])
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    img = next(folder.rglob("*.png"))
+    assert main(["predict", str(bare), str(img)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cnnlab predict: error: {bare}: ONNX model has no cnnlab metadata "
+                   f"(cnnlab.classes); export it with `cnnlab export`, or give --classes by hand")
+    names = ",".join("zero one two three four five six seven eight nine".split())
+    want = predict_json(capsys, onnx_path, img)[0]["top"]
+    got = predict_json(capsys, bare, img, "--classes", names, "--input", json.dumps(spec))
+    assert [t["class"] for t in got[0]["top"]] == [names.split(",")[int(t["class"])]
+                                                   for t in want]
+    assert main(["predict", str(bare), str(img), "--classes", "a,b", "--input", "1x32x32"]) == 2
+    assert "the model has 10 outputs but 2 class names were given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a model at all", "not a usable ONNX model"),
+    (b"", "not a usable ONNX model"),
+])
+def test_a_file_that_is_not_onnx_exits_2(trained, tmp_path, content, message, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    assert main(["predict", str(bad), str(next(trained[2].rglob("*.png")))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cnnlab predict: error: {bad}: {message}") and "\n" not in err
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    a = np.zeros((20, 40), np.uint8)
+    a[:5, :10] = 255  # a bright block in the top-left corner of a wide image
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", as phones write
+    im.save(tmp_path / "phone.png", exif=exif)
+    spec = {"channels": 1, "size": [40, 20], "mean": [0.1], "std": [0.3]}
+    got = load_image(tmp_path / "phone.png", spec)[0]
+    np.testing.assert_array_equal(got, np.rot90(a, k=-1))  # upright: tall, block top-right
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A few-byte PNG declaring width x height 8-bit gray pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_exits_2_naming_the_path(trained, tmp_path, capsys):
+    bomb = _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    assert main(["predict", str(trained[0]), str(bomb)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cnnlab predict: error: {bomb}: refused as a decompression bomb")
+    assert "\n" not in err
+
+
+def test_a_large_honest_image_predicts_without_a_pillow_warning(trained, tmp_path, capsys):
+    im = Image.new("L", (12_000, 12_000), 0)  # 144 M pixels: over Pillow's warning limit
+    im.paste(255, (5000, 2000, 7000, 10000))  # a "1"
+    im.save(tmp_path / "big.png", compress_level=1)
+    del im
+    assert main(["predict", str(trained[0]), str(tmp_path / "big.png")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{tmp_path / 'big.png'}: ") and err == ""
+
+
+def test_plain_mismatches_warn_once_per_kind(trained, tmp_path, capsys):
+    ckpt, _, folder = trained
+    digit = np.asarray(Image.open(next(folder.rglob("*.png"))))
+    rng = np.random.default_rng(0)
+    files = [write_png(tmp_path / "inverted" / f"{i}.png", 255 - digit) for i in range(2)]
+    files.append(write_png(tmp_path / "photo.png",
+                           rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)))
+    files.append(write_png(tmp_path / "strip.png", np.tile(digit, (1, 5))))
+    files.append(next(folder.rglob("*.png")))  # a normal digit
+    assert main(["predict", str(ckpt), *map(str, files)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 5
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(ln.startswith("cnnlab predict: warning: ") for ln in lines)
+    assert "2 of 5 image(s) plainly unlike the model's input, inverted polarity" in err
+    assert "1 of 5 image(s) plainly unlike the model's input, a colour image" in err
+    assert "an aspect ratio far from the model's 32:32" in err
+    assert main(["predict", str(ckpt), str(files[-1])]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_csv_and_folder_errors_are_one_line(trained, tmp_path, capsys):
+    ckpt, _, folder = trained
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(ckpt), str(tmp_path / "empty")]) == 2
+    assert "empty: folder has no images (searched recursively" in capsys.readouterr().err
+    assert main(["predict", str(ckpt), str(folder), "--csv", str(tmp_path / "no" / "such" /
+                                                                 "dir" / "x.csv")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(ckpt), str(folder), "--classes", "a,b"]) == 2
+    assert "--classes/--input: only for an .onnx model" in capsys.readouterr().err
