@@ -54,7 +54,8 @@ def test_the_teacher_sees_the_batch_through_its_own_input_spec():
     x01 = torch.rand(2, 1, 32, 32)  # a grey 32x32 student batch
     x = torch.nn.functional.interpolate(x01.expand(-1, 3, -1, -1), size=(16, 16),
                                         mode="bilinear", antialias=True)
-    x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(spec[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = (x - mean) / std
     net.train()  # the teacher runs in eval mode whatever the caller did
     assert torch.allclose(t.logits(x01), net(x), atol=1e-6) and not net.training
     assert all(not p.requires_grad for p in net.parameters())

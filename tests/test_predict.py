@@ -43,7 +43,7 @@ def predict_json(capsys, *argv) -> list[dict]:
 
 def test_onnx_gives_the_same_topk_as_torch_on_a_folder(trained, capsys):
     ckpt, onnx_path, folder = trained
-    by_torch = predict_json(capsys, ckpt, folder)
+    by_torch = predict_json(capsys, ckpt, folder, "--runtime", "torch")
     by_onnx = predict_json(capsys, onnx_path, folder)
     assert len(by_torch) == 12 == len(by_onnx)  # the folder, searched recursively
     assert [r["image"] for r in by_torch] == sorted(str(p) for p in folder.rglob("*.png"))
@@ -54,20 +54,69 @@ def test_onnx_gives_the_same_topk_as_torch_on_a_folder(trained, capsys):
                                    [t["probability"] for t in b["top"]], atol=1e-5)
 
 
+# Packages a `pip install "cnnlab[onnx]"` does not have: importing one fails, as it would there.
+FULL_ONLY = ["torch", "safetensors", "tqdm", "sklearn", "matplotlib", "captum", "onnx",
+             "onnxscript", "fastapi", "uvicorn"]
+
+
+def blocking(packages: list[str]) -> str:
+    """Python source making every import of `packages` fail, as if not installed."""
+    return f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {packages!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+BLOCK = blocking(FULL_ONLY)
+
+
 def test_onnx_predict_never_imports_torch(trained, tmp_path):
+    """In a fresh interpreter where torch (and every other package of cnnlab[full]) cannot
+    be imported, as after `pip install "cnnlab[onnx]"`."""
     _, onnx_path, folder = trained
-    code = ("import sys, json; from cnnlab.cli import main; "
-            f"rc = main(['predict', {str(onnx_path)!r}, {str(folder)!r}, '--csv', "
-            f"{str(tmp_path / 'p.csv')!r}]); "
-            "print(json.dumps([rc, 'torch' in sys.modules, "
-            "sorted(m for m in sys.modules if m.startswith('torch'))[:5]]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    rc, has_torch, mods = json.loads(out.stdout.strip().splitlines()[-1])
-    assert (rc, has_torch, mods) == (0, False, [])
+    code = BLOCK + ("import json; from cnnlab.cli import main; "
+                    f"rc = main(['predict', {str(onnx_path)!r}, {str(folder)!r}, '--csv', "
+                    f"{str(tmp_path / 'p.csv')!r}]); "
+                    "print(json.dumps([rc, sorted(m.split('.')[0] for m in sys.modules "
+                    f"if m.split('.')[0] in {FULL_ONLY!r})]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, []]
+    code = BLOCK + "from cnnlab.cli import main; sys.exit(main(['train', '--epochs', '1']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().startswith("cnnlab train: error: needs "
+                                                                 "the package")
     rows = list(csv.reader((tmp_path / "p.csv").open()))
     assert rows[0] == ["image", "class_1", "probability_1", "class_2", "probability_2",
                        "class_3", "probability_3"]
     assert len(rows) == 13 and all(0 <= float(r[2]) <= 1 for r in rows[1:])
+
+
+def test_a_checkpoint_with_its_export_beside_it_runs_without_torch(trained, tmp_path, capsys):
+    ckpt, onnx_path, folder = trained
+    img = str(next(folder.rglob("*.png")))
+    code = blocking(["torch"]) + ("from cnnlab.cli import main; "
+                                  f"sys.exit(main(['predict', {str(ckpt)!r}, {img!r}, "
+                                  "'--timing']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "runtime onnxruntime" in out.stderr, out.stderr
+    # a checkpoint that changed since its export: the export is stale, torch runs it
+    from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+
+    weights, meta = load_checkpoint(ckpt)
+    weights = {k: v * 1.01 if v.dtype.kind == "f" else v for k, v in weights.items()}
+    moved = save_checkpoint(tmp_path / "best", weights, meta)
+    (tmp_path / "best.onnx").write_bytes(onnx_path.read_bytes())
+    assert main(["predict", str(moved), img, "--timing"]) == 0
+    assert "runtime torch" in capsys.readouterr().err
+    assert main(["predict", str(moved), img, "--runtime", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cnnlab predict: error: --runtime onnx: no ONNX export of {moved} beside it "
+                   f"(or it is out of date); run `cnnlab export {moved}` first")
 
 
 def test_onnx_without_metadata_needs_classes_and_input(trained, tmp_path, capsys):

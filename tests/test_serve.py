@@ -183,6 +183,50 @@ def test_unit_detail_conv_pool_relu_agree_with_overview(client, digits_run):
             assert u["window"][i][j] == pytest.approx(u["result"]) == np.max(u["window"])
 
 
+def _random_checkpoint(folder: Path, name: str, channels: int, size: int, **kw) -> Path:
+    from cnnlab.checkpoint import save_checkpoint
+    from cnnlab.registry import get_model
+
+    torch.manual_seed(0)
+    model = get_model(name, in_channels=channels, num_classes=10, **kw)
+    meta = {"model": name, "model_kwargs": {"in_channels": channels, "num_classes": 10, **kw},
+            "classes": [f"c{i}" for i in range(10)], "epoch": 0,
+            "input": {"channels": channels, "size": [size, size], "mean": [0.5] * channels,
+                      "std": [0.25] * channels}}
+    return save_checkpoint(folder / name / "best", model.state_dict(), meta)
+
+
+def test_residual_and_mlp_models(tmp_path):
+    """ResNet-20 (residual: one column per stage; every layer inside the blocks on request,
+    a strided conv without bias inside a block explained), and the MLP (no spatial layer:
+    Grad-CAM says so, the rest works)."""
+    from cnnlab.serve.app import create_app, load_explorers
+
+    paths = [_random_checkpoint(tmp_path, "resnet20", 3, 32),
+             _random_checkpoint(tmp_path, "mlp", 1, 28)]
+    c = TestClient(create_app(load_explorers(paths)))
+    rgb = np.random.default_rng(1).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.transpose(1, 2, 0)).save(buf, format="PNG")
+    post = lambda **f: c.post("/api/models/resnet20/explore",  # noqa: E731
+                              files={"image": ("x.png", buf.getvalue())}, data=f).json()
+    res = post()
+    names = [s["name"] for s in res["stages"]]
+    assert names[0] == "conv1" and "layer3" in names and res["gradcam"]["layer"] == "layer3"
+    every = post(every_layer="true", offsets=json.dumps({"layer2.0.conv1": 16}))
+    st = {s["name"]: s for s in every["stages"]}["layer2.0.conv1"]
+    assert st["shape"] == [32, 16, 16] and st["offset"] == 16 and st["count"] == 16
+    u = c.post("/api/models/resnet20/unit", files={"image": ("x.png", buf.getvalue())},
+               data={"layer": "layer2.0.conv1", "channel": 20, "y": 0, "x": 15}).json()
+    shown = f32(st["data"]).reshape(16, 16, 16)[20 - 16, 0, 15]
+    assert u["bias"] is None and u["stride"] == [2, 2] and u["padding"] == [1, 1]
+    assert u["result"] == pytest.approx(shown, rel=1e-5, abs=1e-5) and u["agree"]
+    assert np.array(u["window"])[:, 0, :].tolist() == np.zeros((16, 3)).tolist()  # the pad row
+    r = c.post("/api/models/mlp/explore", files={"image": ("x.png", png_bytes(rgb[:1]))}).json()
+    assert "no spatial" in r["gradcam"]["error"] or "spatial" in r["gradcam"]["error"]
+    assert len(r["prediction"]["probs"]) == 10 and r["stages"]
+
+
 @pytest.mark.parametrize("module, shape", [
     (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dilation=2), (4, 9, 8)),
     (nn.Conv2d(3, 2, (3, 2), stride=(1, 2), padding=(2, 0), bias=False), (3, 6, 7)),
@@ -238,6 +282,15 @@ def test_bad_uploads_are_400_413_and_the_server_keeps_serving(client):
         assert r.status_code == status and words in r.json()["detail"], r.text
         assert "Traceback" not in r.text and "File \"" not in r.text
         assert explore(client, good).status_code == 200  # and it goes on serving
+    def chunks():  # no Content-Length: refused while it streams in, before it is parsed
+        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+        for _ in range(100):
+            yield bytes(10_000)
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/api/models/digits-run/explore", content=chunks(),
+                    headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "0.05 MiB" in r.json()["detail"]
     r = client.post("/api/models/digits-run/unit", files={"image": ("x.png", good)},
                     data={"layer": "classifier.0", "channel": 0, "y": 0, "x": 0})
     assert r.status_code == 400 and "Linear" in r.json()["detail"]
@@ -274,6 +327,23 @@ def test_no_path_traversal(live_server, path):
     assert status in (400, 404), (path, status)
     assert b"import" not in body and b"root:" not in body
     assert _raw_get(port, "/static/app.js")[0] == 200
+
+
+def test_model_pool_lends_private_copies_never_the_prototype():
+    from cnnlab.serve.explorer import ModelPool
+
+    proto = nn.Sequential(nn.Conv2d(1, 2, 3))
+    pool = ModelPool(proto, size=2)
+    with pool.borrow() as a, pool.borrow() as b:
+        assert a is not b and proto not in (a, b)
+        a[0].register_forward_hook(lambda *_: None)  # a request's hook stays on its copy
+        assert not b[0]._forward_hooks and not proto[0]._forward_hooks
+        torch.testing.assert_close(a[0].weight, proto[0].weight)
+    got = []
+    t = threading.Thread(target=lambda: got.append(pool.borrow().__enter__()))
+    t.start()
+    t.join()
+    assert got[0] in (a, b)  # a third borrower reuses a copy: at most `size` are made
 
 
 def test_concurrent_requests_get_their_own_answers(live_server, digits_run):

@@ -88,8 +88,9 @@ def test_validation_split_picks_the_checkpoint_and_the_test_set_is_used_once(run
     final = json.loads((run2 / "final.json").read_text())
     rows = [json.loads(r) for r in (run2 / "metrics.jsonl").read_text().splitlines()]
     assert all(r.get("val_acc") is not None and "test_acc" not in r for r in rows)
-    best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc"], -i))  # first best
-    assert final["checkpoint"] == {"name": "best", "epoch": best + 1, "selected_on": "validation"}
+    best = min(range(len(rows)), key=lambda i: (rows[i]["val_loss"], i))  # lowest val loss
+    assert final["checkpoint"] == {"name": "best", "epoch": best + 1,
+                                   "selected_on": "validation loss"}
     assert final["val_accuracy"] == pytest.approx(rows[best]["val_acc"])
     assert final["val_images"] == 144  # 10% of the 1,437 digits training images, stratified
     assert main(["eval", str(run2), "--json"]) == 0

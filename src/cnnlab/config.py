@@ -156,7 +156,16 @@ def load_yaml(path: str | Path, what: str = "--config") -> dict:
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
     check_keys(d, where)
-    return check_config(d, where)
+    return ConfigDict(check_config(d, where), source=where)
+
+
+class ConfigDict(dict):
+    """A config file's checked values, remembering the file (``source``) for messages about
+    checks that need the whole config (model_kwargs against the model's builder)."""
+
+    def __init__(self, d: dict, source: str):
+        super().__init__(d)
+        self.source = source
 
 
 def make_config(base: dict | None = None, **overrides) -> TrainConfig:
@@ -171,8 +180,10 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     if d.get("model_kwargs"):  # against the builder's signature: a typo is an error
         from cnnlab.registry import check_model_kwargs
 
+        where = ("--model-kwargs" if overrides.get("model_kwargs") is not None
+                 else f"{getattr(base, 'source', 'config')}: model_kwargs")
         d["model_kwargs"] = check_model_kwargs(d.get("model", FIELDS["model"].default),
-                                               d["model_kwargs"], d.get("engine", "torch"))
+                                               d["model_kwargs"], d.get("engine", "torch"), where)
     return TrainConfig(**d)
 
 

@@ -118,7 +118,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
         # the run's test fraction: "test_split" since validation splits came in; older
         # configs called it "val_split"
         val_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
-    splits = load_data(source, val_split=val_split, seed=cfg.get("seed", 0), progress=False,
+    splits = load_data(source, val_split=val_split, seed=cfg.get("seed", 0), progress="auto",
                        in_memory=in_memory)
     test = splits.test
     if list(test.classes) != list(meta["classes"]):
@@ -160,12 +160,14 @@ def _as_paths(images) -> list:
 
 def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
             workers: int | None = None, batch_size: int = 256,
-            timings: dict | None = None) -> list[dict]:
+            timings: dict | None = None, runtime: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for image files and folders (searched recursively;
     a single path is one image or one folder).
 
     ``checkpoint`` may be an exported ``.onnx`` model: then onnxruntime runs it
-    (:func:`cnnlab.deploy.onnx_predict.predict_onnx`). Decoding and normalisation are
+    (:func:`cnnlab.deploy.onnx_predict.predict_onnx`); so does a checkpoint with its
+    up-to-date export beside it when ``runtime`` is "auto" or "onnx" ("torch": never; see
+    :func:`cnnlab.deploy.onnx_predict.onnx_for_checkpoint`). Decoding and normalisation are
     :mod:`cnnlab.preprocess` for both, so both see the same input tensor; ``workers``
     processes decode (default: several for 2,000 images or more, else none). A warning
     names images plainly unlike the training data (colour into a gray model, inverted
@@ -182,6 +184,10 @@ def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
         from cnnlab.deploy.onnx_predict import predict_onnx
 
         return predict_onnx(checkpoint, images, topk, workers=workers, timings=timings)
+    from cnnlab.deploy.onnx_predict import onnx_for_checkpoint, predict_onnx
+
+    if (clf := onnx_for_checkpoint(checkpoint, runtime, device)) is not None:
+        return predict_onnx(clf, images, topk, workers=workers, timings=timings)
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     paths = P.list_images(_as_paths(images))

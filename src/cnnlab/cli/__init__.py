@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cnnlab.cli.lab",
     "cnnlab.cli.serve",
     "cnnlab.cli.deploy",
+    "cnnlab.cli.viz",
 )
 
 
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingError):
             print(f"cnnlab {args.command}: {e}", file=sys.stderr)
             return 1
+        if isinstance(e, ModuleNotFoundError) and e.name:  # a minimal (torch-free) install
+            print(f"cnnlab {args.command}: error: needs the package {e.name!r}, which is not "
+                  f"installed (pip install \"cnnlab[full]\" installs everything)", file=sys.stderr)
+            return 2
         if isinstance(e, ValueError):  # library argument errors (unknown model, bad shapes)
             print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
             return 2

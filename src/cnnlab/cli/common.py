@@ -58,15 +58,17 @@ def add_command(subs, name: str, help_: str, examples: str, func, description: s
 
 def one_line_warnings(command: str) -> None:
     """Print every Python warning as ``cnnlab COMMAND: warning: MESSAGE`` on one line (not
-    Python's two lines with the file, line number and source line of the warning)."""
-    import sys
+    Python's two lines with the file, line number and source line of the warning).
+
+    Replaces ``warnings.formatwarning`` (not ``showwarning``), so code that records
+    warnings (``warnings.catch_warnings(record=True)``, ``pytest.warns``) still sees them.
+    """
     import warnings
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
-        print(f"cnnlab {command}: warning: {text}", file=file or sys.stderr, flush=True)
+    def fmt(message, category, filename, lineno, line=None):
+        return f"cnnlab {command}: warning: {' '.join(str(message).split())}\n"
 
-    warnings.showwarning = show
+    warnings.formatwarning = fmt
 
 
 def json_dict(s: str) -> dict:

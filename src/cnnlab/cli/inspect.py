@@ -59,6 +59,10 @@ def register(subs) -> None:
                                               "or folders (searched recursively)")
     pr.add_argument("--topk", type=int, default=3, help="how many classes to show (default: 3)")
     pr.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    pr.add_argument("--runtime", default="auto", metavar="{auto,torch,onnx}",
+                    help="for a checkpoint: onnx runs its `cnnlab export` beside it (best.onnx "
+                         "for best.safetensors) with onnxruntime, without torch; auto does so "
+                         "when that export is up to date (the faster, measured), else torch")
     pr.add_argument("--csv", metavar="FILE", help="also write the results as CSV: image, then "
                                                    "class and probability per rank")
     pr.add_argument("--workers", type=int, help="processes decoding images (default: "
@@ -122,21 +126,24 @@ def cmd_predict(args) -> int:
     timings: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if str(args.checkpoint).endswith(".onnx"):
-            from cnnlab.deploy.onnx_predict import parse_classes, parse_input, predict_onnx
+        from cnnlab.deploy import onnx_predict as O
 
-            results = predict_onnx(args.checkpoint, args.images, args.topk,
-                                   parse_classes(args.classes) if args.classes else None,
-                                   parse_input(args.input) if args.input else None,
-                                   args.workers, timings=timings)
-        else:
+        onnx_model = args.checkpoint if str(args.checkpoint).endswith(".onnx") else None
+        if onnx_model is None:
             if args.classes or args.input:
                 raise UserError(f"--classes/--input: only for an .onnx model without cnnlab "
                                 f"metadata; {args.checkpoint} is a checkpoint, which has both")
+            onnx_model = O.onnx_for_checkpoint(args.checkpoint, args.runtime, args.device)
+        if onnx_model is not None:
+            results = O.predict_onnx(onnx_model, args.images, args.topk,
+                                     O.parse_classes(args.classes) if args.classes else None,
+                                     O.parse_input(args.input) if args.input else None,
+                                     args.workers, timings=timings)
+        else:
             from cnnlab.inference import predict
 
             results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device,
-                              workers=args.workers, timings=timings)
+                              workers=args.workers, timings=timings, runtime="torch")
     for w in caught:
         print(f"cnnlab predict: warning: {w.message}", file=sys.stderr)
     t0 = time.perf_counter()

@@ -31,6 +31,11 @@ def register(subs) -> None:
     s.add_argument("--max-upload-mb", type=float, default=10,
                    help="largest accepted upload in MiB (default: 10; larger ones get 413)")
     s.add_argument("--open", action="store_true", help="open the page in a web browser")
+    s.add_argument("--replicas", type=int,
+                   help="model copies per checkpoint serving requests in parallel (default: "
+                        "the CPU cores, at most 4)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads per request (default: 1; one image is a small job)")
 
 
 def cmd_serve(args) -> int:
@@ -38,5 +43,6 @@ def cmd_serve(args) -> int:
 
     runs = args.runs if args.runs or args.checkpoints else "runs"
     serve(args.checkpoints, runs, host=args.host, port=args.port,
-          max_upload_mb=args.max_upload_mb, open_browser=args.open)
+          max_upload_mb=args.max_upload_mb, open_browser=args.open, replicas=args.replicas,
+          threads=args.threads)
     return 0

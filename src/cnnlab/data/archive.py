@@ -18,6 +18,7 @@ by a killed process (whose pid no longer runs) is removed by the next extraction
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import lzma
 import os
@@ -90,9 +91,15 @@ def _drain(stream, archive: Path) -> None:
     """Read ``stream`` to its end: zeros only (tar padding); EOF checks the CRC."""
     while block := stream.read(CHUNK):
         if block.count(0) != len(block):
-            raise UserError(f"{archive}: damaged archive (tar data stops part-way: a damaged "
-                            f"header was taken for the end of the archive); it was not "
-                            f"extracted, copy or download it again")
+            raise UserError(f"{archive}: not a readable .tar.gz archive (damaged part-way: "
+                            f"the tar data stops at a damaged header); nothing was extracted, "
+                            f"copy or download it again")
+
+
+def _unreadable(archive: Path, e: Exception) -> UserError:
+    reason = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+    return UserError(f"{archive}: not a readable .tar.gz archive ({reason}); nothing was "
+                     f"extracted, copy or download it again")
 
 
 def extract_verified(archive: Path | str, dest: Path | str, progress="auto",
@@ -102,9 +109,9 @@ def extract_verified(archive: Path | str, dest: Path | str, progress="auto",
     ``member``: only this top folder of the archive becomes ``dest`` (CIFAR's
     ``cifar-10-batches-bin``); the archive is still read and verified whole. A ``dest``
     holding the ``.complete`` marker (written last, before the rename) is returned as is; one
-    without it is an error (it is never deleted here). Raises UserError naming ``archive`` when it is damaged,
-    truncated, not an archive, or holds a member ``filter="data"`` refuses (absolute paths,
-    ``..``, links out of the folder, device files).
+    without it is an error (it is never deleted here). Raises UserError naming ``archive``
+    when it is damaged, truncated, not an archive, or holds a member ``filter="data"``
+    refuses (absolute paths, ``..``, links out of the folder, device files).
     """
     archive, dest = Path(archive), Path(dest)
     if (dest / VERIFIED).exists():
@@ -130,15 +137,21 @@ def extract_verified(archive: Path | str, dest: Path | str, progress="auto",
         if member and not src.is_dir():
             raise UserError(f"{archive}: the archive has no {member}/ folder")
         (src / VERIFIED).write_text(f"{archive.resolve()}\n")  # what `cnnlab cache` lists
-        if dest.exists():  # another process finished first: theirs is as good as ours
-            return dest
-        os.replace(src, dest)
+        try:
+            os.replace(src, dest)
+        except OSError:
+            if not (dest / VERIFIED).exists():
+                raise
+            # another process finished first: theirs is as good as ours
     except UserError:
         raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            raise _unreadable(archive, e) from e
+        raise UserError(f"{archive}: cannot extract into {dest.parent} ({e.strerror}); "
+                        f"nothing was extracted") from e
     except _ERRORS as e:
-        reason = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
-        raise UserError(f"{archive}: damaged or unreadable archive ({reason}); it was not "
-                        f"extracted, copy or download it again") from e
+        raise _unreadable(archive, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

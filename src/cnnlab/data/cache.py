@@ -1,13 +1,14 @@
 """What ``$CNNLAB_CACHE`` (default ``~/.cache/cnnlab``) holds, and cleaning it.
 
-Four kinds of entries, one folder each:
-- ``datasets/<name>/``: canonical datasets as downloaded (md5-checked), e.g. MNIST's four
-  ``.gz`` files (11 MB) or ``cifar-10-binary.tar.gz`` and its extracted folder (2 x 163 MB);
+Four kinds of entries, one folder each (sizes on disk, as ``du`` counts them):
+- ``datasets/<name>/``: canonical datasets as downloaded (md5-checked): MNIST's four
+  ``.gz`` files, ``cifar-10-binary.tar.gz`` and its extracted folder;
 - ``extracted/<sha>-v2/``: ``.tar.gz`` image folders extracted once, keyed by the archive's
-  sha256, holding a ``.complete`` marker naming the archive (MNIST as PNGs: ~250 MB);
+  sha256, holding a ``.complete`` marker naming the archive (MNIST's 70,000 PNGs take
+  273 MiB, CIFAR-10's 60,000 take 234 MiB: mostly one 4 KiB block per small file);
 - ``arrays/<key>.npz``: decoded uint8 images with labels, class names, and the files skipped
-  as unreadable (MNIST 55 MB, CIFAR-10 184 MB);
-- ``splits/<key>.npz``: remembered stratified split indices (a few KB).
+  as unreadable (MNIST 53 MiB, CIFAR-10 176 MiB);
+- ``splits/<key>.npz``: remembered stratified split indices (a few KiB).
 
 Everything but ``datasets/`` is rebuilt on demand from its source, so ``clean`` removes
 those by default; downloads go only with ``everything=True``.
@@ -32,7 +33,7 @@ REBUILT = ("extracted", "arrays", "splits")  # what `clean` removes by default
 class CacheEntry:
     kind: str  # one of KINDS
     path: Path
-    bytes: int
+    bytes: int  # disk space taken (allocated blocks, as `du` counts)
     modified: float  # seconds since the epoch
     source: str = ""  # where it came from, when recorded
 
@@ -41,10 +42,16 @@ class CacheEntry:
                 "modified": self.modified, "source": self.source}
 
 
+def _disk(st) -> int:
+    # space taken on disk, as `du` counts it: 70,000 MNIST PNGs of ~240 bytes take ~4 KB each
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else st.st_size
+
+
 def _size(p: Path) -> int:
     if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        return _disk(p.stat())
+    return sum(_disk(f.stat()) for f in p.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def _source(kind: str, p: Path, archives: dict) -> str:
@@ -79,11 +86,11 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"
+    return f"{n:.1f} GiB"
 
 
 def format_entries(entries: list[CacheEntry], root: Path) -> str:

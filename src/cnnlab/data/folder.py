@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -116,7 +117,9 @@ def _decode_chunk(paths: list[str]):
             arrays.append(_decode_one(p))
         except Image.DecompressionBombError as e:
             arrays.append(None)
-            bad.append((p, f"decompression bomb: {str(e).split(' could be')[0].rstrip(',')}"))
+            n = [int(v) for v in re.findall(r"\d+", str(e))] + [0, 0]
+            bad.append((p, f"decompression bomb: declares {n[0]:,} pixels, over Pillow's "
+                           f"limit of {n[1]:,}"))
         except UnidentifiedImageError:
             arrays.append(None)
             bad.append((p, "not an image Pillow can read"))

@@ -34,7 +34,7 @@ def resolve_mode(progress) -> str:
 
 def _amount(n: float, unit: str) -> str:
     if unit == "B":
-        return f"{n / 2 ** 20:.1f} MB"
+        return f"{n / 2 ** 20:.1f} MiB"
     return f"{int(n):,} {unit}"
 
 

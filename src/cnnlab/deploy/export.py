@@ -108,12 +108,17 @@ def exportable(model: nn.Module) -> nn.Module:
 
 
 def metadata(meta: dict, spec: dict) -> dict[str, str]:
-    """The string key/values stored in the exported file (ONNX ``metadata_props``)."""
-    return {"cnnlab.format": ONNX_FORMAT, "cnnlab.version": __version__,
-            "cnnlab.model": str(meta.get("model", "")),
-            "cnnlab.model_kwargs": json.dumps(meta.get("model_kwargs", {})),
-            "cnnlab.classes": json.dumps(list(meta["classes"])),
-            "cnnlab.input": json.dumps(spec)}
+    """The string key/values stored in the exported file (ONNX ``metadata_props``);
+    ``cnnlab.checkpoint_sha256`` (exports of a checkpoint) lets ``predict`` on that
+    checkpoint use this file instead of torch."""
+    props = {"cnnlab.format": ONNX_FORMAT, "cnnlab.version": __version__,
+             "cnnlab.model": str(meta.get("model", "")),
+             "cnnlab.model_kwargs": json.dumps(meta.get("model_kwargs", {})),
+             "cnnlab.classes": json.dumps(list(meta["classes"])),
+             "cnnlab.input": json.dumps(spec)}
+    if meta.get("checkpoint_sha256"):
+        props["cnnlab.checkpoint_sha256"] = meta["checkpoint_sha256"]
+    return props
 
 
 def example_input(spec: dict, batch: int, seed: int = 0) -> torch.Tensor:
@@ -155,8 +160,14 @@ def failing_layer(model: nn.Module, x: torch.Tensor) -> str | None:
     """``"name (Type): reason"`` of the first leaf module that ``torch.export`` cannot
     trace on its own, with the input it gets inside the model; None if each one can."""
     inputs: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: inputs.setdefault(n, a))
-             for n, m in model.named_modules() if not list(m.children())]
+
+    def keep(name):
+        def hook(mod, args, out):  # returns None: the output passes on unchanged
+            inputs.setdefault(name, args)
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+             if not list(m.children())]
     try:
         with torch.no_grad():
             model(x)
@@ -355,5 +366,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str = "onnx", out: str | Path
         raise UserError(f"--format {fmt}: unknown format; expected one of {', '.join(FORMATS)}")
     out = Path(out) if out else default_out(checkpoint, fmt)
     check_export_args(fmt, out, opset, force)  # before the (slow) model load
+    from cnnlab.checkpoint import resolve_checkpoint
+    from cnnlab.deploy.onnx_predict import file_sha256
+
     model, meta = load_model(checkpoint)
+    meta = {**meta, "checkpoint_sha256": file_sha256(resolve_checkpoint(checkpoint))}
     return export_model(model, meta, out, fmt, opset, dynamic_batch, force)

@@ -48,6 +48,55 @@ def parse_input(text: str) -> dict:
                         f"--input {text!r}")
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_beside(checkpoint: str | Path, threads: int | None = None):
+    """An :class:`OnnxClassifier` of this very checkpoint's ONNX export next to it
+    (``best.safetensors`` -> ``best.onnx``, written by ``cnnlab export``; its recorded
+    sha256 equal to the checkpoint file's), or None."""
+    from cnnlab.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(checkpoint)
+    onnx_path = ckpt.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        return None
+    try:
+        clf = OnnxClassifier(onnx_path, threads=threads)
+    except (ImportError, UserError):  # no onnxruntime, or not a usable model: use torch
+        return None
+    return clf if clf.meta.get("cnnlab.checkpoint_sha256") == file_sha256(ckpt) else None
+
+
+PREDICT_RUNTIMES = ("auto", "torch", "onnx")
+
+
+def onnx_for_checkpoint(checkpoint, runtime: str = "auto", device: str = "cpu",
+                        threads: int | None = None):
+    """The runtime ``predict`` uses for a checkpoint: an :class:`OnnxClassifier` of its
+    up-to-date export (``auto`` when there is one on the CPU, or ``onnx``), or None for
+    torch. ``auto`` prefers onnxruntime because it was faster at every batch size measured
+    for LeNet-5, ResNet-20 and ResNet-18 on CPU and spares the command torch's import
+    (benchmarks/RESULTS.md, "Export and inference"); exporting on the spot never pays off
+    within one command, so without an export it is torch."""
+    if runtime not in PREDICT_RUNTIMES:
+        raise UserError(f"--runtime {runtime}: expected one of {', '.join(PREDICT_RUNTIMES)}")
+    if runtime == "torch" or (runtime == "auto" and device != "cpu"):
+        return None
+    clf = export_beside(checkpoint, threads)
+    if clf is None and runtime == "onnx":
+        raise UserError(f"--runtime onnx: no ONNX export of {checkpoint} beside it (or it is "
+                        f"out of date); run `cnnlab export {checkpoint}` first")
+    return clf
+
+
 class OnnxClassifier:
     """An exported classifier in an onnxruntime session.
 
@@ -126,16 +175,18 @@ class OnnxClassifier:
         return P.results(paths, np.concatenate(probs), self.classes, topk)
 
 
-def predict_onnx(model: str | Path, images, topk: int = 3, classes: list[str] | None = None,
+def predict_onnx(model, images, topk: int = 3, classes: list[str] | None = None,
                  input_spec: dict | None = None, workers: int | None = None,
                  threads: int | None = None, timings: dict | None = None) -> list[dict]:
     """Top-k classes with probabilities for image files and folders (searched recursively),
-    with an exported ONNX model; never imports torch. ``timings`` (a dict) receives the
-    seconds spent loading the model, decoding and in the model."""
+    with an exported ONNX model (a path, or an :class:`OnnxClassifier`); never imports torch.
+    ``timings`` (a dict) receives the seconds spent loading the model, decoding and in the
+    model."""
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     paths = P.list_images([images] if isinstance(images, (str, Path)) else images)
-    clf = OnnxClassifier(model, classes, input_spec, threads)
+    clf = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, classes,
+                                                                          input_spec, threads)
     workers = P.default_workers(len(paths)) if workers is None else workers
     t1 = time.perf_counter()
     batch, notes = P.load_batch(paths, clf.spec, workers)

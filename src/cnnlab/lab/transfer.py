@@ -130,14 +130,15 @@ def cifar_setting(ctx, rep) -> dict | None:
     d = load_data(str(tar), progress=False)
     src_cls, dst_cls = d.classes[:5], d.classes[5:]
     tr, te = d.train.labels, d.test.labels
-    src_idx = np.flatnonzero(tr < 5)
+    src_idx, src_test = np.flatnonzero(tr < 5), np.flatnonzero(te < 5)
     dst_test = np.flatnonzero(te >= 5)
+    src_test = src_test[per_class(te[src_test], 200, 0)]  # the source's test: monitoring only
     if quick:
         src_idx = src_idx[per_class(tr[src_idx], 600, 0)]
-        dst_test = dst_test[:1000]
+        dst_test = dst_test[per_class(te[dst_test], 200, 0)]
     pre_dir = write_folder(ctx.out / "data" / "cifar-source", {
         "train": (d.train.images[src_idx], tr[src_idx]),
-        "test": (d.test.images[te < 5][:1000], te[te < 5][:1000])}, src_cls)
+        "test": (d.test.images[src_test], te[src_test])}, src_cls)
     from cnnlab.training import train
 
     pre = train(model="lenet5", data=str(pre_dir), epochs=2 if quick else 15, val_split=0.0,

@@ -35,15 +35,15 @@ class BodyLimit:
     or, for a chunked body, as soon as the bytes read pass the limit (the multipart parser
     would otherwise spool any size to disk)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, limit_shown: int):
+        self.app, self.max_bytes, self.shown = app, max_bytes, limit_shown
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await _send_413(send, self.max_bytes)
+            return await _send_413(send, self.shown)
         seen = 0
 
         async def limited():
@@ -51,7 +51,7 @@ class BodyLimit:
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.max_bytes:
-                raise HTTPException(413, _too_large(self.max_bytes))
+                raise HTTPException(413, _too_large(self.shown))
             return msg
 
         await self.app(scope, limited, send)
@@ -78,9 +78,11 @@ def slug(name: str, taken: set) -> str:
     return out
 
 
-def load_explorers(paths=(), runs: str | Path | None = None) -> dict[str, Explorer]:
+def load_explorers(paths=(), runs: str | Path | None = None,
+                   replicas: int = 2) -> dict[str, Explorer]:
     """The checkpoints to serve, by id: each of ``paths`` (checkpoint, .json sidecar or run
-    directory) and every run directory under ``runs``. Loaded now: a bad one fails here."""
+    directory) and every run directory under ``runs``. Loaded now: a bad one fails here.
+    ``replicas``: model copies per checkpoint serving requests in parallel."""
     items = [Path(p) for p in paths]
     if runs is not None:
         root = Path(runs)
@@ -96,9 +98,10 @@ def load_explorers(paths=(), runs: str | Path | None = None) -> dict[str, Explor
     out: dict[str, Explorer] = {}
     for p in items:
         name = p.name if p.is_dir() else (p.parent.parent.name if p.parent.name == "checkpoints"
+                                          else p.parent.name if p.stem in ("best", "last")
                                           else p.stem)
         ident = slug(name, set(out))
-        out[ident] = Explorer(ident, p)
+        out[ident] = Explorer(ident, p, replicas)
     return out
 
 
@@ -108,7 +111,7 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10) -> Fas
     app = FastAPI(title="cnnlab explorer", version="1", docs_url=None, redoc_url=None,
                   description="Every layer of a cnnlab checkpoint for one image: prediction, "
                               "activation maps, Grad-CAM and unit detail.")
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, limit_shown=max_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(UserError)
@@ -168,7 +171,7 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10) -> Fas
     @app.post("/api/models/{mid}/explore", summary="One full explorer update for an image",
               description="Input as the model sees it, top-k and the softmax written out, "
                           "every stage's activation maps (float32 little-endian, base64; "
-                          "16 channels a page from offsets[stage]), Grad-CAM.")
+                          "a page of up to 16 channels from offsets[stage]), Grad-CAM.")
     def explore(mid: str, image: UploadFile = File(...), target: int | None = Form(None),
                 offsets: str = Form("{}"), every_layer: bool = Form(False)) -> dict:
         ex = get(mid)

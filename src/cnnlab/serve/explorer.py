@@ -8,18 +8,23 @@ capture_activations`, Grad-CAM by :func:`cnnlab.viz.gradcam.grad_cam`, unit deta
 NumPy engine (:mod:`cnnlab.serve.units`). This module only packs the results for JSON.
 
 Concurrency: a torch module with hooks is shared mutable state (a hook registered by one
-request would record another request's forward pass), so every call into the model holds
-``self.lock``. Requests for different checkpoints run in parallel.
+request would record another request's forward pass). So no model is shared: each request
+borrows a replica of its own from a :class:`ModelPool` (deep copies of the loaded model, at
+most ``replicas`` of them, made on demand) and gives it back; requests beyond that wait. The
+loaded model itself is never lent, only copied and read (names, weights for unit detail).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import json
 import math
+import queue
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,8 @@ import torch
 
 from cnnlab.errors import UserError
 
-PAGE = 16  # channels of a stage sent per page (wide layers are paged)
+PAGE = 16  # channels of a stage sent per page (wide layers are paged) ...
+PAGE_VALUES = 1 << 18  # ... fewer for large maps: at most ~1 MiB of float32 per stage
 
 
 def b64(a) -> str:
@@ -45,7 +51,7 @@ def _maps(t: torch.Tensor) -> np.ndarray:
 class Explorer:
     """A checkpoint loaded once at start-up, served by id (never by a path from a request)."""
 
-    def __init__(self, ident: str, path: str | Path):
+    def __init__(self, ident: str, path: str | Path, replicas: int = 2):
         from cnnlab.inference import load_model, resolve_checkpoint
         from cnnlab.preprocess import check_spec
 
@@ -54,7 +60,8 @@ class Explorer:
         self.model, self.meta = load_model(self.path)
         self.spec = check_spec(self.meta["input"], f"{self.path}: input spec")
         self.classes = list(self.meta["classes"])
-        self.lock = threading.Lock()
+        self.pool = ModelPool(self.model, replicas)
+        self.lock = threading.Lock()  # the lazily loaded summary and test split
         self._summary = None
         self._samples = None
         run = self.path.parent.parent if self.path.parent.name == "checkpoints" else None
@@ -85,9 +92,10 @@ class Explorer:
         with self.lock:
             if self._summary is None:
                 size = (self.spec["channels"], *self.spec["size"])
-                self._summary = summary(self.model, size).to_dict()
+                with self.pool.borrow() as model:
+                    self._summary = summary(model, size).to_dict()
                 self._summary["model"] = self.meta["model"]
-            names = [n for n, _ in stages(self.model)]
+        names = [n for n, _ in stages(self.model)]
         return {**self.info(), "summary": self._summary, "curves": self.curves(),
                 "stages": names}
 
@@ -148,30 +156,29 @@ class Explorer:
                 notes: dict | None = None) -> dict:
         """Everything the page shows for one uint8 image (C, H, W): the input as the model
         sees it, prediction with the softmax detail, the maps of every stage (a page of
-        ``PAGE`` channels from ``offsets[stage]``), Grad-CAM for ``target`` (default: the
+        ``PAGE`` channels, fewer for large maps, from ``offsets[stage]``), Grad-CAM for ``target`` (default: the
         predicted class). ``notes``: the decoder's mismatch notes, shown as warnings.
         ``server_ms`` is the time of the whole update."""
+        from cnnlab.train import split_output
         from cnnlab.viz.activations import capture_activations
         from cnnlab.viz.gradcam import grad_cam
 
         t0 = time.perf_counter()
         x = self.tensor(image)
-        with self.lock:
+        if target is not None and not 0 <= target < len(self.classes):
+            raise UserError(f"target {target}: expected a class index 0..{len(self.classes) - 1}")
+        with self.pool.borrow() as model:
             with torch.no_grad():
-                logits = self.model(x)
-            logits = logits if isinstance(logits, torch.Tensor) else logits[0]
-            acts = capture_activations(self.model, x, layers)
+                logits = split_output(model(x))[0]
+            acts = capture_activations(model, x, layers)
             cam, cam_error = None, None
-            if target is not None and not 0 <= target < len(self.classes):
-                raise UserError(f"target {target}: expected a class index 0..{len(self.classes) - 1}")
             try:
-                cam, cls, cam_layer = grad_cam(self.model, x, target)
+                cam, cls, cam_layer = grad_cam(model, x, target)
             except UserError as e:  # the MLP and the linear model have no spatial layer
                 cam_error = str(e)
         out = {"input": {**self._input(image, x), "warnings": list(notes or {})},
-               "prediction": softmax_detail(
-            logits[0].double().numpy(), self.classes),
-            "stages": [self._stage(n, t, (offsets or {}).get(n, 0)) for n, t in acts.items()]}
+               "prediction": softmax_detail(logits[0].double().numpy(), self.classes),
+               "stages": [self._stage(n, t, (offsets or {}).get(n, 0)) for n, t in acts.items()]}
         out["gradcam"] = ({"error": cam_error} if cam is None else
                           {"map": b64(cam[0]), "shape": list(cam.shape[1:]), "layer": cam_layer,
                            "target": int(cls[0]), "class": self.classes[int(cls[0])]})
@@ -187,12 +194,14 @@ class Explorer:
     def _stage(self, name: str, t: torch.Tensor, offset: int) -> dict:
         a = _maps(t)
         c = a.shape[0]
+        size = max(1, min(PAGE, PAGE_VALUES // (a.shape[1] * a.shape[2])))
         offset = max(0, min(int(offset), max(c - 1, 0)))
-        offset -= offset % PAGE
+        offset -= offset % size
         module = self.model.get_submodule(name)
-        page = a[offset:offset + PAGE]
+        page = a[offset:offset + size]
         return {"name": name, "type": type(module).__name__, "shape": list(t.shape[1:]),
-                "channels": c, "offset": offset, "count": len(page), "map_shape": list(a.shape[1:]),
+                "channels": c, "offset": offset, "count": len(page), "page": size,
+                "map_shape": list(a.shape[1:]),
                 "data": b64(page), "min": float(a.min()), "max": float(a.max()),
                 "unit_detail": _unit_ok(module)}
 
@@ -208,9 +217,9 @@ class Explorer:
             raise UserError(f"layer {layer}: unit detail covers Conv2d, pooling and ReLU "
                             f"layers; this one is a {type(module).__name__}")
         xt = self.tensor(image)
-        with self.lock:
-            with LayerIO(module) as io, torch.no_grad():
-                self.model(xt)
+        with self.pool.borrow() as model:
+            with LayerIO(model.get_submodule(layer)) as io, torch.no_grad():
+                model(xt)
             xin, out = io.input, io.output
         d = explain_unit(module, layer, xin, out, c, y, x)
         if d["kind"] in ("conv", "maxpool", "avgpool"):  # the input maps under the window
@@ -232,6 +241,37 @@ def _unit_ok(module) -> bool:
     from cnnlab.serve.units import supports
 
     return supports(module)
+
+
+class ModelPool:
+    """Up to ``size`` deep copies of ``model`` lent to one request at a time.
+
+        with pool.borrow() as model:   # this request's own copy: hooks on it see only it
+            model(x)
+
+    Copies are made on first need (a server that sees one request at a time holds one); the
+    prototype is never lent, so a copy never inherits another request's hooks."""
+
+    def __init__(self, model, size: int = 2):
+        if size < 1:
+            raise UserError(f"replicas={size}: expected at least 1 model copy")
+        self._proto, self._size, self._made = model, size, 0
+        self._free: queue.LifoQueue = queue.LifoQueue()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self):
+        try:
+            m = self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                make = self._made < self._size
+                self._made += make
+            m = copy.deepcopy(self._proto) if make else self._free.get()
+        try:
+            yield m
+        finally:
+            self._free.put(m)
 
 
 class LayerIO:

@@ -21,10 +21,11 @@ from cnnlab.run import RunDir
 def new_loop_state() -> dict:
     """The training loop's position, saved in every checkpoint (both engines): the epoch and
     step reached, the epoch's running loss/accuracy sums (so a resumed epoch reports what an
-    uninterrupted one would), best-epoch tracking (on the validation split), whether early
+    uninterrupted one would), best-epoch tracking (lowest validation loss), whether early
     stopping ended the run, and the time spent so far."""
     return {"epoch": 0, "step_in_epoch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
-            "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "since_best": 0,
+            "best_acc": -1.0, "best_loss": None, "best_epoch": 0, "elapsed": 0.0,
+            "since_best": 0,
             "stopped_early": False}
 
 

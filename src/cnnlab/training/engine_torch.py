@@ -35,7 +35,9 @@ class TorchEngine:
         if cfg.amp not in AMP:
             raise UserError(f"--amp {cfg.amp}: expected auto, bf16, fp16 or off")
         amp = AMP[cfg.amp]
-        self.amp_dtype = (torch.bfloat16 if self.device.type == "cuda" else None) if amp == "auto" else amp
+        if amp == "auto":
+            amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.amp_dtype = amp
         self.memfmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         # the running sums stay on the device; a GPU is synchronised every 50 steps only
         self.sync_every = 1 if self.device.type == "cpu" else 50
@@ -45,8 +47,8 @@ class TorchEngine:
     def build(self, mkw: dict, spec: dict) -> None:
         torch.manual_seed(self.cfg.seed)
         self.model = get_model(self.cfg.model, **mkw).to(self.device).to(memory_format=self.memfmt)
-        self.threads = choose_threads(self.cfg.threads, sum(p.numel() for p in self.model.parameters()),
-                                      self.dist.world)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.threads = choose_threads(self.cfg.threads, n_params, self.dist.world)
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         self.norm = E.normalizer(spec, self.device)
@@ -66,7 +68,8 @@ class TorchEngine:
     def make_optimizer(self, head: set[str]) -> None:
         groups = schedule.param_groups(self.cfg, self.model.named_parameters(), head)
         self.opt = schedule.build_optimizer(self.cfg, groups, optim)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
 
     def set_frozen(self, names: set[str]) -> None:
         """Freeze ``names`` (unfreeze the rest); DDP is (re)built for the trainable set."""
@@ -98,7 +101,8 @@ class TorchEngine:
             it = self.train_split.batches(shards, self.cfg.workers,
                                           pin_memory=self.device.type == "cuda")
             for sl, (xb, y) in zip(slices, it):
-                yield xb.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), len(sl)
+                yield (xb.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                       len(sl))
             return
         x, y = self.splits["train"]
         perm = perm.to(self.device)  # one copy; the steps slice it on the device
@@ -119,11 +123,13 @@ class TorchEngine:
         # (torch.manual_seed also queues a CUDA seeding: ~0.1 ms a step)
         (torch.cuda.manual_seed if self.device.type == "cuda" else
          torch.default_generator.manual_seed)(seed)
-        x01 = augment(xb.float().div_(255), generator=torch.Generator(self.device).manual_seed(seed))
+        gen = torch.Generator(self.device).manual_seed(seed)
+        x01 = augment(xb.float().div_(255), generator=gen)
         x = self.norm(x01).contiguous(memory_format=self.memfmt)
         schedule.set_lr(self.opt, lr)
         batch = Batch(x01, y)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
             out = self.net(x)
             total, parts = objective(out, batch)
         self.opt.zero_grad(set_to_none=True)

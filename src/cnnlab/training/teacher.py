@@ -74,7 +74,8 @@ def load_teacher(source: str, classes: list[str], device) -> Teacher:
 
 def _short(classes) -> str:
     classes = list(classes or [])
-    return f"{len(classes)} classes [{', '.join(map(str, classes[:4]))}{', ...' if len(classes) > 4 else ''}]"
+    more = ", ..." if len(classes) > 4 else ""
+    return f"{len(classes)} classes [{', '.join(map(str, classes[:4]))}{more}]"
 
 
 def _sha256(path: Path) -> str:

@@ -103,7 +103,8 @@ async function selectModel(id) {
   const cam = $("cam-target");
   cam.replaceChildren(el("option", { value: "", text: "predicted class" }),
     ...S.model.classes.map((c, i) => el("option", { value: i, text: `${i}: ${c}` })));
-  if (S.blob) await run(); else await loadSample(0);
+  const m = /^sample-(\d+)\.png$/.exec(S.name);  // a test image: the new model's own
+  if (S.blob && !m) await run(); else await loadSample(m ? parseInt(m[1], 10) : 0);
 }
 
 // ---- input -------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ function stageColumn(st) {
   return c.col;
 }
 function page(st, dir) {
-  S.offsets[st.name] = Math.max(0, st.offset + dir * 16);
+  S.offsets[st.name] = Math.max(0, st.offset + dir * st.page);
   run();
 }
 function mapCell(data, h, w, scale, st, channel) {
@@ -328,9 +329,12 @@ async function openUnit(layer, c, y, x) {
 function grid(rows, cls, hi) {
   const t = el("table", { class: "grid " + (cls || "") });
   rows.forEach((row, i) => t.append(el("tr", {}, ...row.map((v, j) => el("td", {
-    class: hi && hi[0] === i && hi[1] === j ? "chosen" : (v === null ? "pad" : ""), text: v === null ? "pad" : fmt(v, 2),
+    class: hi && hi[0] === i && hi[1] === j ? "chosen" : (v === null ? "pad" : ""), text: v === null ? "pad" : cellText(v),
     style: v === null ? "" : cellColor(v, rows) })))));
   return t;
+}
+function cellText(v) {  // two decimals in a grid; the exact values are in the totals
+  return Math.abs(v) >= 1e4 ? v.toExponential(1) : (Math.abs(v) < 0.005 ? 0 : v).toFixed(2);
 }
 function cellColor(v, rows) {
   const m = Math.max(1e-12, ...rows.flat().filter((a) => a !== null).map(Math.abs));
@@ -373,7 +377,7 @@ function renderUnit(u) {
     if (u.channels_total > u.channels.length) body.append(el("p", { class: "hint", text: `${u.channels.length} of ${u.channels_total} input channels shown; the sum covers all.` }));
     const sum = el("span", { id: "unit-sum", class: "value", text: fmt(u.sum, 5) });
     sum.dataset.value = u.sum;
-    const bias = el("span", { id: "unit-bias", class: "value", text: fmt(u.bias || 0, 5) });
+    const bias = el("span", { id: "unit-bias", class: "value", text: u.bias === null ? "0 (no bias)" : fmt(u.bias, 5) });
     bias.dataset.value = u.bias || 0;
     body.append(el("p", { class: "total" }, "Σ products = ", sum, "  + bias ", bias, "  = ", result,
       el("span", { class: "muted", text: " (NumPy engine)" }), "   torch: ", torchV, " ", ok));

@@ -1,0 +1,216 @@
+"""One call per kind of picture: compute, write the PNG at ``out``, return the numbers behind
+it as a JSON-able dict (what ``cnnlab viz KIND --json`` prints). The CLI calls these.
+
+    >>> from cnnlab.viz import pictures
+    >>> pictures.gradcam("runs/lenet5-mnist", out="gradcam.png", n=6)["layer"]
+    'features.3'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnlab.errors import UserError
+from cnnlab.viz import common
+
+
+def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct indices spread over the split (seeded; test splits are often sorted)."""
+    common.take(n, n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+
+
+def _images(checkpoint, images, n, data, seed, device="cpu"):
+    """(model, meta, raw uint8, x normalized, labels or None): image files when given, else
+    ``n`` test images of the checkpoint's data."""
+    if images:
+        model, meta, raw, x = common.load_inputs(checkpoint, images, device)
+        return model, meta, raw, x, None
+    model, meta = common.load_checkpoint_model(checkpoint, device)
+    d = common.load_split(meta, data)
+    idx = _pick(len(d), n, seed)
+    raw = d.images[idx]
+    return model, meta, raw, common.normalize(raw, meta["input"]).to(device), d.labels[idx]
+
+
+def kernel(image="china", kernel="edge", stride=1, padding=0, out="viz-kernel.png") -> dict:
+    from cnnlab.viz.kernel import apply_kernel, kernel_figure
+
+    r = apply_kernel(image, kernel, stride, padding)
+    kernel_figure(r, out)
+    return {"out": str(out), **r.to_dict()}
+
+
+def filters(checkpoint, layer=None, n=64, out="viz-filters.png") -> dict:
+    from cnnlab.viz.filters import conv_filters, filters_figure
+
+    model, _ = common.load_checkpoint_model(checkpoint)
+    w, name = conv_filters(model, layer)
+    filters_figure(w, name, out, max_filters=n)
+    norms = np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))
+    return {"out": str(out), "layer": name, "shape": list(w.shape),
+            "filter_l2_norms": norms.round(5).tolist()}
+
+
+def activations(checkpoint, image=None, index=0, layers=None, channels=8, data=None,
+                out="viz-activations.png") -> dict:
+    from cnnlab.viz.activations import activations_figure, capture_with_probs
+
+    model, meta = common.load_checkpoint_model(checkpoint)
+    if image:
+        raw = common.load_images([image], meta["input"])
+        label = None
+    else:
+        d = common.load_split(meta, data)
+        if not 0 <= index < len(d):
+            raise UserError(f"--index {index}: expected 0..{len(d) - 1} (test images)")
+        raw, label = d.images[[index]], int(d.labels[index])
+    if channels < 1:
+        raise UserError(f"--channels {channels}: expected 1 or more")
+    acts, probs = capture_with_probs(model, common.normalize(raw, meta["input"]), layers)
+    kinds = {n: type(model.get_submodule(n)).__name__ for n in acts}
+    cls = meta["classes"]
+    p = probs[0].numpy()
+    src = image or f"test image {index} (true class {cls[label]})"
+    activations_figure(raw[0], acts, p, cls, out, channels,
+                       f"Activation maps of {meta['model']} for {src}: first {channels} "
+                       f"channels per stage; viridis, one scale per row [min, max]", kinds)
+    return {"out": str(out), "image": src, "predicted": cls[int(p.argmax())],
+            "probabilities": dict(zip(cls, p.round(5).tolist())),
+            "layers": [{"name": n, "type": kinds[n], "shape": list(t.shape[1:]),
+                        "min": float(t.min()), "max": float(t.max()),
+                        "mean": float(t.float().mean())} for n, t in acts.items()]}
+
+
+def gradcam(checkpoint, images=None, n=6, target=None, layer=None, methods=("gradcam",),
+            data=None, seed=0, out="viz-gradcam.png") -> dict:
+    from cnnlab.viz.activations import capture_with_probs
+    from cnnlab.viz.attribution import attribute, gradcam_figure
+    from cnnlab.viz.gradcam import find_cam_layer
+
+    model, meta, raw, x, labels = _images(checkpoint, images, n, data, seed)
+    _, probs = capture_with_probs(model, x, [])
+    maps, cls = {}, None
+    for m in methods:
+        maps[m], cls = attribute(model, x, m, target, layer)
+    used = layer or (find_cam_layer(model, x) if any("gradcam" in m for m in methods) else "")
+    gradcam_figure(raw, maps, meta["classes"], cls, probs.numpy(), labels, used, out)
+    return {"out": str(out), "layer": used, "methods": list(methods),
+            "target_classes": [meta["classes"][c] for c in cls],
+            "probabilities": [float(probs[i, c]) for i, c in enumerate(cls)],
+            "true_classes": None if labels is None else [meta["classes"][c] for c in labels],
+            "peak_yx": {m: [list(np.unravel_index(int(a.argmax()), a.shape)) for a in v]
+                        for m, v in maps.items()}}
+
+
+def top_patches(checkpoint, layer=None, channels=None, n=8, images=2000, data=None, seed=0,
+                out="viz-top-patches.png") -> dict:
+    from cnnlab.viz.patches import patches_figure, top_patches as compute
+    from cnnlab.viz.gradcam import find_cam_layer
+
+    model, meta = common.load_checkpoint_model(checkpoint)
+    d = common.load_split(meta, data)
+    idx = _pick(len(d), min(images, len(d)), seed)
+    raw = d.images[idx]
+    name = layer or find_cam_layer(model, common.normalize(raw[:1], meta["input"]))
+    r = compute(model, raw, common.normalize(raw, meta["input"]), name, channels, n)
+    patches_figure(r, out)
+    g = r["geometry"]
+    return {"out": str(out), "layer": name, "receptive_field": list(g["rf"]),
+            "jump": list(g["jump"]), "offset": [float(v) for v in g["offset"]],
+            "channels": [{"channel": c["channel"], "values": c["values"],
+                          "test_indices": [int(idx[i]) for i in c["images"]],
+                          "positions": c["positions"]} for c in r["channels"]]}
+
+
+def templates(checkpoint, data=None, out="viz-templates.png") -> dict:
+    from cnnlab.viz.filters import class_templates, template_correlations, templates_figure
+
+    model, meta = common.load_checkpoint_model(checkpoint)
+    d = common.load_split(meta, data, split="train")
+    x = common.normalize(d.images[:4096] if len(d) > 4096 else d.images, meta["input"])
+    t = class_templates(model, x, d.labels[:len(x)])
+    c = template_correlations(t, common.normalize(d.images, meta["input"]).numpy(), d.labels)
+    kind = "linear classifier: rows of fc.weight" if hasattr(model, "fc") else \
+        "MLP: mean input gradient of each class score"
+    templates_figure(t, meta["classes"], c, out, f"Class templates of the {kind}")
+    return {"out": str(out), "kind": kind, "classes": meta["classes"],
+            "correlation_with_class_mean": c["raw"],
+            "correlation_with_centred_class_mean": c["centred"],
+            "own_class_best": c["own_class_best"]}
+
+
+def embed(checkpoint, method="tsne", n=2000, layer=None, pixels=True, thumbnails=False, k=5,
+          data=None, seed=0, out="viz-embed.png") -> dict:
+    from cnnlab.viz.embed import embed_dataset, embed_figure
+
+    model, meta = common.load_checkpoint_model(checkpoint)
+    d = common.load_split(meta, data)
+    idx = _pick(len(d), n, seed)
+    x, y = common.normalize(d.images[idx], meta["input"]), d.labels[idx]
+    r = embed_dataset(model, x, y, method, layer, pixels, k, seed)
+    embed_figure(r, y, meta["classes"], method, out, k, d.images[idx] if thumbnails else None)
+    return {"out": str(out), "method": method, "images": int(n), "k": k,
+            **{name: {"what": v["what"], "dims": v["dims"], "knn_accuracy": v["knn_accuracy"],
+                      "seconds": round(v["seconds"], 3)} for name, v in r.items()}}
+
+
+def retrieve(checkpoint, k=10, queries=4, gallery=10000, layer=None, data=None, seed=0,
+             out="viz-retrieve.png") -> dict:
+    from cnnlab.viz.embed import features, nearest, precision_at_k, retrieval_figure
+
+    model, meta = common.load_checkpoint_model(checkpoint)
+    test, train = common.load_split(meta, data), common.load_split(meta, data, "train")
+    gi = _pick(len(train), min(gallery, len(train)), seed)
+    common.take(k, len(gi), "--k")
+    common.take(queries, len(test), "--queries")
+    spec = meta["input"]
+    xq, xg = common.normalize(test.images, spec), common.normalize(train.images[gi], spec)
+    fq, what = features(model, xq, layer)
+    fg, _ = features(model, xg, layer)
+    yq, yg = test.labels, train.labels[gi]
+    nf = nearest(fq, fg, k)
+    npx = nearest(xq.flatten(1).numpy(), xg.flatten(1).numpy(), k)
+    pf, pp = precision_at_k(yq, yg, nf), precision_at_k(yq, yg, npx)
+    qi = _pick(len(test), queries, seed + 1)
+    retrieval_figure(test.images[qi], train.images[gi][nf[qi]], train.images[gi][npx[qi]],
+                     yq[qi], yg[nf[qi]], yg[npx[qi]], meta["classes"], out, pf, pp, k)
+    return {"out": str(out), "k": k, "features": what, "queries": len(test),
+            "gallery": len(gi), "precision_at_k_features": pf, "precision_at_k_pixels": pp}
+
+
+def curves(run_dirs, out="viz-curves.png") -> dict:
+    from cnnlab.viz.runs import curves_figure, read_curves
+
+    c = read_curves(run_dirs)
+    curves_figure(c, out)
+    return {"out": str(out), "runs": {r: {k: [None if np.isnan(v) else v for v in vals]
+                                          for k, vals in cols.items()} for r, cols in c.items()}}
+
+
+def confusion(checkpoint, data=None, out="viz-confusion.png") -> dict:
+    from cnnlab.viz.runs import confusion as cm_of, confusion_figure, predictions
+
+    pred = predictions(checkpoint, data)
+    cm = cm_of(pred)
+    confusion_figure(cm, pred["classes"], out)
+    return {"out": str(out), "classes": pred["classes"], "confusion": cm.tolist(),
+            "accuracy": float(np.trace(cm) / max(cm.sum(), 1))}
+
+
+def mistakes(checkpoint, n=16, data=None, out="viz-mistakes.png") -> dict:
+    from cnnlab.viz.runs import mistakes_figure, most_confident_mistakes, predictions
+
+    if n < 1:
+        raise UserError(f"--n {n}: expected 1 or more")
+    pred = predictions(checkpoint, data)
+    m = most_confident_mistakes(pred, n)
+    mistakes_figure(pred, m, out)
+    cls = pred["classes"]
+    return {"out": str(out), "mistakes": [{**e, "true": cls[e["true"]], "pred": cls[e["pred"]]}
+                                          for e in m]}
+
+
+KINDS = ("kernel", "filters", "activations", "top-patches", "gradcam", "templates", "embed",
+         "retrieve", "curves", "confusion", "mistakes")
+__all__ = ["KINDS", *[k.replace("-", "_") for k in KINDS]]
