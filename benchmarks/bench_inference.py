@@ -15,6 +15,7 @@ folder, and start-up with and without torch.
    ../shared/datasets/mnist.tar.gz into /tmp) with a checkpoint trained for one epoch and
    its ONNX export; whole command (subprocess wall time) and its --timing split.
 4. startup: ``cnnlab predict`` on one image, checkpoint (torch) vs .onnx (no torch).
+5. zoo: every zoo model exported, onnxruntime vs torch float32 vs torch float64.
 
 Timings on a shared machine move with the load: compare only within one run.
 """
@@ -44,8 +45,44 @@ def part_runtimes(full: bool) -> None:
     for name, size, batches in [("lenet5", "1x28x28", [1, 32, 256]),
                                 ("resnet20", "3x32x32", [1, 32, 256]),
                                 ("resnet18", "3x224x224", [1, 32, 256] if full else [1, 32])]:
-        r = bench(name, batches=batches, input_size=size, seconds=2.0)
+        r = bench(name, batches=batches, input_size=size, seconds=1.0)
         print(r.format(), "\n", flush=True)
+
+
+def part_zoo() -> None:
+    """Every zoo model at its small input (28/32 px, 3 classes), BatchNorm statistics from
+    the batch: onnxruntime vs torch float32, and both vs torch float64 (the rounding-free
+    reference), on 8 standard-normal inputs; CPU seconds of build + export + checks."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_export import calibrate, small  # the CI test's own definitions
+
+    import onnxruntime as ort
+
+    from cnnlab.deploy.export import export_model
+    from cnnlab.registry import get_model, list_models
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    print("| model | CPU s | max abs logit | ort - torch32 | torch32 - torch64 | ort - torch64 |")
+    print("|---|---|---|---|---|---|")
+    for name in list_models():
+        kw, spec = small(name)
+        c0 = time.process_time()
+        m = get_model(name, **kw)
+        x = torch.randn(8, spec["channels"], *spec["size"])
+        calibrate(m, x)
+        path = WORK / f"zoo-{name}.onnx"
+        export_model(m, {"classes": ["a", "b", "c"], "input": spec}, path, force=True,
+                     dynamic_batch=True, optimize=False)
+        with torch.no_grad():
+            y32, y64 = m(x).numpy(), m.double()(x.double()).numpy()
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        yo = s.run(None, {"input": x.numpy()})[0]
+        print(f"| {name} | {time.process_time() - c0:.1f} | {abs(y64).max():.3g} | "
+              f"{abs(yo - y32).max():.2g} | {abs(y32 - y64).max():.2g} | "
+              f"{abs(yo - y64).max():.2g} |", flush=True)
 
 
 def _median_ratio(fn_a, fn_b, rounds: int = 15, calls: int = 200) -> tuple[float, float, float]:
@@ -139,11 +176,11 @@ def _timed(argv: list[str]) -> tuple[float, str]:
 def part_folder(rounds: int = 3) -> None:
     folder = _mnist_test_folder()
     ckpt, onnx_path = _checkpoint()
-    for label, model, extra in [("checkpoint (torch)", ckpt, []),
-                                ("checkpoint (torch), decoding in this process", ckpt,
-                                 ["--workers", "0"]),
-                                (".onnx (onnxruntime)", onnx_path, []),
-                                (".onnx, decoding in this process", onnx_path,
+    for label, model, extra in [("checkpoint, --runtime torch", ckpt, ["--runtime", "torch"]),
+                                ("checkpoint, default (its export beside it: onnxruntime)",
+                                 ckpt, []),
+                                (".onnx file (onnxruntime)", onnx_path, []),
+                                (".onnx file, decoding in this process", onnx_path,
                                  ["--workers", "0"])]:
         runs = [_timed([*CNNLAB, "predict", str(model), str(folder), "--csv",
                         str(WORK / "predictions.csv"), "--timing", *extra])
@@ -157,10 +194,11 @@ def part_startup(rounds: int = 5) -> None:
     folder = _mnist_test_folder()
     ckpt, onnx_path = _checkpoint()
     one = str(next(folder.rglob("*.png")))
-    res = {"checkpoint": [], "onnx": [], "import torch": []}
+    res = {"checkpoint, --runtime torch": [], ".onnx file": [], "import torch": []}
     for _ in range(rounds):  # interleaved
-        res["checkpoint"].append(_timed([*CNNLAB, "predict", str(ckpt), one])[0])
-        res["onnx"].append(_timed([*CNNLAB, "predict", str(onnx_path), one])[0])
+        res["checkpoint, --runtime torch"].append(
+            _timed([*CNNLAB, "predict", str(ckpt), one, "--runtime", "torch"])[0])
+        res[".onnx file"].append(_timed([*CNNLAB, "predict", str(onnx_path), one])[0])
         res["import torch"].append(_timed([sys.executable, "-c", "import torch"])[0])
     for k, v in res.items():
         print(f"{k}: median {np.median(v):.2f} s over {rounds} ({', '.join(f'{t:.2f}' for t in v)})")
@@ -168,7 +206,8 @@ def part_startup(rounds: int = 5) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["all", "runtimes", "overhead", "folder", "startup"],
+    ap.add_argument("--part", choices=["all", "runtimes", "overhead", "folder", "startup",
+                                       "zoo"],
                     default="all")
     ap.add_argument("--full", action="store_true", help="ResNet-18 at batch 256 too")
     a = ap.parse_args()
@@ -182,6 +221,8 @@ def main() -> None:
         part_folder()
     if a.part in ("all", "startup"):
         part_startup()
+    if a.part in ("all", "zoo"):
+        part_zoo()
 
 
 if __name__ == "__main__":

@@ -254,7 +254,8 @@ def zoo_check(folder: Path) -> list[dict]:
             agree = ex.unit(img, conv, k // 2, hh // 2, ww // 2)["agree"]
         rows.append({"model": name, "input": f"{c}x{h}x{h}", "stages": len(out["stages"]),
                      "Grad-CAM layer": out["gradcam"].get("layer", "none (no spatial layer)"),
-                     "update s": round(dt, 2), "conv unit agrees": agree})
+                     "update s": round(dt, 2), "JSON MiB": round(len(json.dumps(out)) / 2**20, 2),
+                     "first conv": conv, "unit agrees": agree})
         print(rows[-1], flush=True)
         del ex
     return rows

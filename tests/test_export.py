@@ -234,3 +234,35 @@ def test_cli_export_of_a_checkpoint_whose_model_cannot_be_built(digits_ckpt, tmp
     assert main(["export", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and "lenet55" in err and "\n" not in err
+
+
+def test_cli_bench_measures_each_runtime_and_batch(capsys):
+    assert main(["bench", "lenet5", "--input", "1x28x28", "--batch", "1,3", "--runtime",
+                 "torch,onnx", "--seconds", "0.05", "--threads", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["input"] == [1, 28, 28] and r["threads"] == 1
+    assert sorted((row["runtime"], row["batch"]) for row in r["rows"]) == [
+        ("onnx", 1), ("onnx", 3), ("torch", 1), ("torch", 3)]
+    for row in r["rows"]:
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["calls"] >= 5
+        # throughput is images over the summed call times
+        assert row["images_per_s"] == pytest.approx(
+            row["batch"] * 1e3 / row["p50_ms"], rel=10)
+    assert set(r["fastest"]) == {"1", "3"} and r["fastest"]["1"] in ("torch", "onnx")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "lenet5", "--runtime", "tensorrt"], "--runtime tensorrt: unknown ['tensorrt']"),
+    (["bench", "lenet55"], "Unknown model 'lenet55'. Did you mean: lenet5"),
+    (["bench", "lenet5", "--batch", "0,4"], "argument --batch: '0,4': expected positive int"),
+    (["bench", "lenet5", "--threads", "-1"], "argument --threads: '-1': expected a positive"),
+    (["bench", "lenet5", "--input", "1x28"], "--input '1x28': expected CxHxW"),
+])
+def test_cli_bench_bad_arguments_exit_2_with_one_line(argv, message, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own errors, at parse time
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err

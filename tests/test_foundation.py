@@ -137,7 +137,7 @@ def test_single_tree_needs_val_split(tmp_path):
     for c in ("x", "y"):
         for i in range(10):
             write_png(root / c / f"{i}.png", np.full((8, 8), 20 * i, np.uint8))
-    with pytest.raises(UserError, match="no test/ folder; pass --val-split"):
+    with pytest.raises(UserError, match="no test/ folder; pass --test-split"):
         load_data(str(root))
     d = load_data(str(root), val_split=0.2)
     assert len(d.train) == 16 and len(d.test) == 4

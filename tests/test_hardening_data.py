@@ -96,6 +96,16 @@ def test_damaged_archive_is_one_line_naming_it_and_nothing_is_cached(kind, good_
                    for p in (extracted.iterdir() if extracted.exists() else []))
 
 
+def test_empty_archive_is_one_line_naming_the_data(tmp_path, capsys):
+    empty = tmp_path / "empty.tar.gz"
+    with tarfile.open(empty, "w:gz"):
+        pass
+    assert main(["train", "--data", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--data {empty}: the folder is empty" in err[0], err
+    assert not _leftovers(cache_dir())
+
+
 def test_unsafe_member_is_refused_and_leaves_nothing(tmp_path):
     bad = tmp_path / "evil.tar.gz"
     with tarfile.open(bad, "w:gz") as tf:
@@ -189,19 +199,22 @@ def test_warnings_print_as_one_clean_line(tmp_path):
 
 def test_cache_lists_sizes_and_cleans(good_archive, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "c"))
+    legacy = tmp_path / "c" / "extracted" / "0123456789abcdef"  # an older cnnlab's, unverified
+    (legacy / "tiny").mkdir(parents=True)
     load_data(str(good_archive), progress="none")
     capsys.readouterr()
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
-    extracted = next((tmp_path / "c" / "extracted").iterdir())
+    extracted = next(p for p in (tmp_path / "c" / "extracted").iterdir() if p != legacy)
+    assert "extracted/0123456789abcdef" in out and "unverified" in out
     size = sum(f.stat().st_blocks * 512 for f in extracted.rglob("*") if f.is_file())  # as du
     assert f"extracted/{extracted.name}" in out and str(good_archive.resolve()) in out
     assert "tiny.tar.gz (train)" in out and "total" in out.splitlines()[-1]
     from cnnlab.data.cache import cache_entries, human_bytes
     assert human_bytes(size) in out
     assert {e.kind for e in cache_entries()} == {"extracted", "arrays"}
-    assert main(["cache", "clean", "--dry-run"]) == 0 and extracted.exists()
+    assert main(["cache", "clean", "--dry-run"]) == 0 and extracted.exists() and legacy.exists()
     assert main(["cache", "clean"]) == 0
-    assert cache_entries() == [] and "removed 3 entries" in capsys.readouterr().out
+    assert cache_entries() == [] and "removed 4 entries" in capsys.readouterr().out
     assert main(["cache", "clean", "bogus"]) == 2
     assert "unknown kind" in capsys.readouterr().err

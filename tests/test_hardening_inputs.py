@@ -70,7 +70,12 @@ CHECKPOINTS = {
                  "input.std"),
     "unknown-model": (lambda p: _save(p, _meta_with(model="lenet55")), "lenet5"),
     "kwargs-list": (lambda p: _save(p, _meta_with(model_kwargs=[1])), "model_kwargs"),
-    "bad-kwarg": (lambda p: _save(p, _meta_with(model_kwargs={"activation": 5})), "cannot build"),
+    "bad-kwarg": (lambda p: _save(p, _meta_with(model_kwargs={"activation": 5})),
+                  "model_kwargs: lenet5 argument activation=5: expected str"),
+    "kwarg-typo": (lambda p: _save(p, _meta_with(model_kwargs={"activaton": "tanh"})),
+                   "did you mean activation?"),
+    "huge-classes": (lambda p: _save(p, _meta_with(model_kwargs={"num_classes": 10 ** 12})),
+                     "cannot build (num_classes=1000000000000)"),
 }
 
 
@@ -119,6 +124,9 @@ CONFIGS = {
     "kwargs-typo.yaml": ("model_kwargs: {activaton: tanh}\n",
                          "lenet5 has no argument 'activaton'; did you mean activation"),
     "deep.yaml": ("lr: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
+    "number-key.yaml": ("1: 2\n", "config key 1 (int): expected a name"),
+    "unhashable-key.yaml": ("? [1, 2]\n: x\n", "not valid YAML (while constructing a mapping"),
+    "huge.yaml": ("# " + "x" * (1 << 20) + "\n", "too large for a config file"),
 }
 
 
@@ -144,6 +152,14 @@ def test_resumed_run_config_is_checked_too(tmp_path, capsys):
     line = one_error_line(capsys)
     assert f"--resume {run / 'config.yaml'}" in line and "!!python/name:os.system" in line
     assert _snapshot(run) == before
+
+
+def test_config_of_a_run_from_before_validation_splits_still_resumes(tmp_path):
+    (tmp_path / "config.yaml").write_text("model: lenet5\nval_split: null\nepochs: 2\n")
+    d = load_yaml(tmp_path / "config.yaml", what="--resume")
+    assert d["test_split"] is None and d["val_split"] == 0.0  # its val_split was the test one
+    with pytest.raises(UserError, match="val_split: found NoneType None, expected a number"):
+        load_yaml(tmp_path / "config.yaml")  # a user's --config has today's meaning
 
 
 def test_yaml_scientific_notation_is_a_number(tmp_path):
@@ -242,16 +258,21 @@ def test_small_input_is_one_story_for_every_model(capsys):
 
 # -- under --nproc -------------------------------------------------------------------------
 
-def test_nproc_user_error_is_one_line_before_any_process(tmp_path):
+def test_nproc_user_error_is_one_line_before_any_process(tmp_path, capsys):
     env = {**os.environ, "CNNLAB_CACHE": str(tmp_path / "cache")}
-    for extra, words in ((["--model-kwargs", '{"activaton": "tanh"}'], "did you mean activation"),
-                         (["--data", str(tmp_path / "nope")], "no such file or folder")):
-        r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--device",
-                            "cpu", "--out", str(tmp_path / "run"), *extra],
-                           capture_output=True, text=True, env=env, timeout=120)
-        lines = [s for s in r.stderr.splitlines() if s.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr
-        assert "launching" not in r.stderr and not (tmp_path / "run").exists()
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--device",
+                        "cpu", "--out", str(tmp_path / "run"), "--model-kwargs",
+                        '{"activaton": "tanh"}'], capture_output=True, text=True, env=env,
+                       timeout=120)
+    lines = [s for s in r.stderr.splitlines() if s.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "did you mean activation" in lines[0] and "launching" not in r.stderr
+    for extra in (["--data", str(tmp_path / "nope")], ["--config", str(tmp_path / "no.yaml")],
+                  ["--model", "lenet55"]):
+        assert main(["train", "--nproc", "2", "--out", str(tmp_path / "run"), *extra]) == 2
+        line = one_error_line(capsys)
+        assert extra[1] in line and "launching" not in line, line
+    assert not (tmp_path / "run").exists()
 
 
 def test_nproc_error_inside_the_processes_is_printed_once(tmp_path):

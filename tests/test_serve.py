@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -417,7 +418,9 @@ def test_non_loopback_host_warns_and_bad_arguments_are_user_errors(tmp_path, cap
     assert main(["serve", "--runs", str(tmp_path / "nothing")]) == 2
     assert "--runs" in capsys.readouterr().err
     s = bind("127.0.0.1", 0)
-    try:
+    try:  # TCP, so that asyncio sets TCP_NODELAY on each connection (no 40 ms Nagle stalls)
+        assert s.proto == socket.IPPROTO_TCP
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         with pytest.raises(UserError, match="cannot listen"):
             bind("127.0.0.1", s.getsockname()[1])
     finally:

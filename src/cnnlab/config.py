@@ -85,6 +85,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def check_keys(d: dict, where: str) -> None:
     for k in d:
+        if not isinstance(k, str):  # YAML `1: x` or `null: x`
+            raise UserError(f"{where}: config key {k!r} ({type(k).__name__}): expected a "
+                            f"name such as lr or epochs")
         if k not in FIELDS:
             close = difflib.get_close_matches(k, list(FIELDS), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -145,7 +148,9 @@ def load_yaml(path: str | Path, what: str = "--config") -> dict:
     except _AliasError as e:
         raise UserError(f"{where}: {e}") from e
     except yaml.constructor.ConstructorError as e:
-        tag = (getattr(e, "problem", "") or str(e)).split(" for the tag ")[-1].strip("'")
+        if " for the tag " not in (getattr(e, "problem", "") or ""):  # e.g. unhashable key
+            raise UserError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
+        tag = e.problem.split(" for the tag ")[-1].strip("'")
         line = f"line {e.problem_mark.line + 1}: " if getattr(e, "problem_mark", None) else ""
         raise UserError(f"{where}: {line}tag {tag.replace('tag:yaml.org,2002:', '!!')} is not "
                         f"allowed (plain YAML values only: numbers, strings, booleans, lists, "
@@ -155,6 +160,9 @@ def load_yaml(path: str | Path, what: str = "--config") -> dict:
         raise UserError(f"{where}: not valid YAML ({first})") from e
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
+    if what == "--resume" and "test_split" not in d:  # a run from before validation splits:
+        # its val_split was the test fraction (as training.checkpointing.resume_config reads it)
+        d["test_split"], d["val_split"] = d.get("val_split"), 0.0
     check_keys(d, where)
     return ConfigDict(check_config(d, where), source=where)
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
+from cnnlab.config import RANGES
 from cnnlab.data import load_data
 from cnnlab.errors import UserError
-from cnnlab.registry import get_model
+from cnnlab.registry import check_model_kwargs, get_model
 
 
 def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu"):
@@ -21,8 +22,15 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
     weights, meta = load_checkpoint(checkpoint)
     path = resolve_checkpoint(checkpoint)
     try:
-        model = get_model(meta["model"], engine=engine, **meta.get("model_kwargs", {}))
-    except (KeyError, TypeError, ValueError) as e:
+        kw = check_model_kwargs(meta["model"], meta.get("model_kwargs", {}), engine,
+                                where=f"{path}: model_kwargs")
+        n = kw.get("num_classes", 1)  # an edited count would ask for any amount of memory
+        if not isinstance(n, int) or not 1 <= n <= RANGES["num_classes"][1]:
+            raise ValueError(f"num_classes={n!r}")
+        model = get_model(meta["model"], engine=engine, **kw)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as e:
         raise UserError(f"{path}: checkpoint names a model cnnlab cannot build "
                         f"({str(e).splitlines()[0]})") from e
     if (n := _num_outputs(meta, engine)) is not None and n != len(meta["classes"]):
@@ -37,7 +45,11 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
                             f"({str(e).splitlines()[0]})") from e
         model.to(device).eval()
     else:
-        model.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise UserError(f"{path}: weights do not fit model {meta['model']!r} "
+                            f"({str(e).splitlines()[0]})") from e
         model.eval()
     return model, meta
 

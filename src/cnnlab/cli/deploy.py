@@ -21,30 +21,27 @@ EXAMPLES = {
 }
 
 
-def positive_int(name: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected a positive integer") from e
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} {v}: expected a positive integer")
-        return v
-    return parse
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (argparse names the argument in its error)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return v
 
 
-def int_list(name: str):
-    def parse(s: str) -> list[int]:
-        try:
-            vals = [int(v) for v in s.split(",") if v.strip()]
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected positive integers "
-                                             f"separated by commas, e.g. 1,32,256") from e
-        if not vals or min(vals) < 1:
-            raise argparse.ArgumentTypeError(f"{name} {s!r}: expected positive integers "
-                                             f"separated by commas, e.g. 1,32,256")
-        return vals
-    return parse
+def int_list(text: str) -> list[int]:
+    """argparse type: positive integers separated by commas."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated "
+                                         f"by commas, e.g. 1,32,256")
+    return vals
 
 
 def register(subs) -> None:
@@ -54,7 +51,7 @@ def register(subs) -> None:
     e.add_argument("--format", default="onnx", help="onnx or pt2 (default: onnx)")
     e.add_argument("--out", help="output file (default: beside the checkpoint, best.onnx "
                                  "for best.safetensors)")
-    e.add_argument("--opset", type=positive_int("--opset"),
+    e.add_argument("--opset", type=positive_int,
                    help="ONNX opset version (default: the exporter's, 20)")
     e.add_argument("--dynamic-batch", action="store_true",
                    help="accept any batch size (default: batches of exactly 1 image)")
@@ -64,12 +61,12 @@ def register(subs) -> None:
     b = add_command(subs, "bench", "inference latency (p50/p99) and throughput per batch size "
                     "and runtime", EXAMPLES["bench"], cmd_bench)
     b.add_argument("model", help="checkpoint, run directory, .onnx file or registered model name")
-    b.add_argument("--batch", type=int_list("--batch"), default=[1, 32, 256],
+    b.add_argument("--batch", type=int_list, default=[1, 32, 256],
                    help="batch sizes, comma-separated (default: 1,32,256)")
     b.add_argument("--runtime", default="torch,compile,onnx",
                    help="runtimes, comma-separated: torch (eager), compile (torch.compile), "
                         "onnx (onnxruntime) (default: all three)")
-    b.add_argument("--threads", type=positive_int("--threads"),
+    b.add_argument("--threads", type=positive_int,
                    help="CPU threads for every runtime (default: each runtime's own)")
     b.add_argument("--input", help="input size CxHxW for a model name (default: the model's "
                                    "own; 32x32 or smaller builds its small-input variant)")

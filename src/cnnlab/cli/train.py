@@ -69,7 +69,8 @@ TRAIN_HELP = {
     "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",
     "channels_last": "use the channels_last memory format (faster convolutions)",
     "compile": "torch.compile the model",
-    "threads": "number of CPU threads for torch",
+    "threads": "number of CPU threads for torch (default: 1 for models under 1M parameters, "
+               "which lose little to one thread and much to a busy core; torch's choice above)",
     "seed": "random seed (one seed sets shuffling, augmentation, dropout and init)",
     "out": "run directory (default runs/<model>-<data>-<timestamp>)",
     "save_every": "also checkpoint every N steps (0: every epoch only)",
@@ -208,7 +209,8 @@ def _relay_stderr(stream) -> bool:
                 sys.stderr.flush()
             seen.add(line)
             failed = True
-        elif not failed and "OMP_NUM_THREADS" not in line and not line.startswith("*****"):
+        elif not failed and line.strip() and "OMP_NUM_THREADS" not in line and not (
+                line.startswith("*****")):  # torchrun's banner about OMP_NUM_THREADS
             sys.stderr.write(line)  # progress, warnings, metrics: as the processes wrote them
             sys.stderr.flush()
     return failed

@@ -72,7 +72,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0):
     whole ``cnnlab train`` on the built-in digits.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"--val-split: expected a fraction between 0 and 1, got {test_fraction}")
+        raise UserError(f"split fraction {test_fraction}: expected a fraction between 0 and 1")
     import hashlib
 
     from cnnlab.utils import cache_dir, read_npz, write_npz

@@ -124,6 +124,7 @@ def extract_verified(archive: Path | str, dest: Path | str, progress="auto",
     tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        tmp.mkdir()  # an archive with no members still gives a (verified, empty) folder
         size = archive.stat().st_size
         with open(archive, "rb") as f, Progress(size, f"extracting {archive.name}", progress,
                                                 unit="B") as bar:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cnnlab.data.archive import VERIFIED, remove_stale_tmp
 from cnnlab.errors import UserError
 from cnnlab.utils import cache_dir
@@ -66,6 +68,12 @@ def _source(kind: str, p: Path, archives: dict) -> str:
     if kind == "arrays" and "-" in p.stem:
         head, split = p.stem.split("-")[:2]
         return f"{archives.get(head, head)} ({split})"
+    if kind == "arrays":  # an image folder's arrays are keyed by a hash: the file says
+        try:
+            with np.load(p, allow_pickle=False) as z:  # reads only the zip directory
+                return str(z["source"]) if "source" in z.files else ""
+        except (OSError, ValueError, KeyError):
+            return ""
     return ""
 
 

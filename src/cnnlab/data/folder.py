@@ -230,10 +230,11 @@ def _cache_fits(key: str) -> bool:
     return cache.exists() and cache.stat().st_size <= memory_budget()
 
 
-def write_cache(key: str, data: ImageData, skipped=()) -> ImageData:
-    """Cache ``data`` under ``key``, with the ``(path, error)`` pairs of skipped files."""
+def write_cache(key: str, data: ImageData, skipped=(), source: str = "") -> ImageData:
+    """Cache ``data`` under ``key``, with the ``(path, error)`` pairs of skipped files and
+    the folder it was decoded from (listed by ``cnnlab cache``)."""
     write_npz(_cache_path(key), images=data.images, labels=data.labels,
-              classes=np.array(data.classes),
+              classes=np.array(data.classes), source=np.array(source),
               skipped=np.array([list(b) for b in skipped], dtype=str).reshape(-1, 2))
     return data
 
@@ -260,7 +261,8 @@ def _load_split(root: Path, key: str | None, progress: bool, classes: list[str] 
         if (data := read_cache(key)) is not None:
             return data
     images, kept, bad = decode_images(files, desc=f"decoding {root.name}", progress=progress)
-    return write_cache(key, ImageData(images, labels[kept], names), skipped=bad)
+    return write_cache(key, ImageData(images, labels[kept], names), skipped=bad,
+                       source=str(root))
 
 
 def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
@@ -283,9 +285,9 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
         path_root = extract_archive(path, archive_key, progress=progress)
     else:
         path_root = path
-    if not any(path_root.iterdir()):
+    if not any(p for p in path_root.iterdir() if not p.name.startswith(".")):
         raise UserError(f"--data {spec}: the folder is empty (expected train/<class>/<images> "
-                        f"and test/<class>/<images>, or <class>/<images> with --val-split)")
+                        f"and test/<class>/<images>, or <class>/<images> with --test-split)")
     root = _find_root(path_root)
     name = path.name.split(".")[0] if path.is_file() else root.name
     k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
@@ -300,13 +302,14 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
         if (root / "test").is_dir():
             test = _load_split(root / "test", k("test"), progress, classes=train.classes)
             if val_split is not None:
-                warnings.warn("--val-split ignored: the data has its own test/ folder",
+                warnings.warn("--test-split ignored: the data has its own test/ folder",
                               DataWarning, stacklevel=2)
             return DataSplits(name, train, test, source=str(path))
         root = root / "train"
     if val_split is None:
-        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
-                        f"out a fraction of {root} for testing")
+        raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
+                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"a fraction of {root} for testing")
     full = _load_split(root, k("all"), progress)
     tr, te = stratified_split(full.labels, val_split, seed=seed)
     return DataSplits(name, ImageData(full.images[tr], full.labels[tr], full.classes),
@@ -321,8 +324,9 @@ def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed
 
     has_train = (root / "train").is_dir()
     if not has_train and val_split is None:
-        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
-                        f"out a fraction of {root} for testing")
+        raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
+                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"a fraction of {root} for testing")
     full = StreamingImageData.from_folder(root / "train" if has_train else root, seed=seed)
     if in_memory == "auto" and full.nbytes <= memory_budget():  # the whole tree is decoded
         return None
@@ -331,14 +335,15 @@ def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed
             f"of the images)")
     if has_train and (root / "test").is_dir():
         if val_split is not None:
-            warnings.warn("--val-split ignored: the data has its own test/ folder", DataWarning,
+            warnings.warn("--test-split ignored: the data has its own test/ folder", DataWarning,
                               stacklevel=3)
         test = StreamingImageData.from_folder(root / "test", classes=full.classes,
                                               shape=full.shape)
         return DataSplits(name, full, test, source=str(path), notes=[note])
     if val_split is None:
-        raise UserError(f"--data {spec}: no test/ folder; pass --val-split F (e.g. 0.2) to hold "
-                        f"out a fraction of {root / 'train'} for testing")
+        raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
+                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"a fraction of {root / 'train'} for testing")
     tr, te = stratified_split(full.labels, val_split, seed=seed)
     return DataSplits(name, full.subset(tr), full.subset(te), source=str(path),
                       notes=[note, f"stratified split: {val_split:g} of the images held out "

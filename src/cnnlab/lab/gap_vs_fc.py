@@ -42,7 +42,7 @@ def run(ctx):
     n_train = None if ctx.quick else 10_000
     xtr, ytr, xte, yte, classes = C.tensors(spec, n_train)
     w = 8 if ctx.quick else 32
-    epochs = 6 if ctx.quick else 15
+    epochs = 4 if ctx.quick else 15
     seeds = [ctx.seed + i for i in range(1 if ctx.quick else 2)]
     prep = C.standardizer(xtr)
     res, curves = {}, {}

@@ -35,7 +35,7 @@ def run(ctx):
                                             None if ctx.quick else 5000)
     lrs = [0.001, 0.01, 0.1, 0.5] if ctx.quick else [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1,
                                                       0.3, 1.0]
-    epochs = 3 if ctx.quick else 3
+    epochs = 2 if ctx.quick else 3
     seeds = [ctx.seed + i for i in range(1 if ctx.quick else 2)]
     res = {}
     for name, prep in encodings(xtr).items():

@@ -59,13 +59,13 @@ def run(ctx):
 
     spec = ctx.data or C.dataset("digits" if ctx.quick else "mnist")
     xtr, ytr, xte, yte, classes = C.tensors(spec, None if ctx.quick else 20_000,
-                                            None if ctx.quick else 1000)
+                                            200 if ctx.quick else 1000)
     prep = C.standardizer(xtr)
     torch.manual_seed(ctx.seed)
     cnn = get_model("lenet5", in_channels=xtr.shape[1], input_size=xtr.shape[2],
                     num_classes=len(classes))
     ctx.log("pixel-distance: training LeNet-5")
-    h = C.fit(cnn, xtr, ytr, xte, yte, epochs=5 if ctx.quick else 3, lr=0.05, seed=ctx.seed,
+    h = C.fit(cnn, xtr, ytr, xte, yte, epochs=3, lr=0.05, seed=ctx.seed,
               prep=prep, augment="crop:2")
     cps, d = copies(xte)
     knn1 = KNN(1).fit(xtr, ytr)

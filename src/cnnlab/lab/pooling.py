@@ -74,7 +74,7 @@ def run(ctx):
     if ctx.data:
         plan = [(ctx.data, 2, 3)]
     elif ctx.quick:
-        plan = [("digits", 1, 4)]
+        plan = [("digits", 1, 2)]
     else:
         plan = [(C.dataset("mnist"), 2, 3), (C.dataset("cifar10"), 2, 10)]
     rep = new_report(ctx, ["net: conv3x3(w)-ReLU-POOL-conv3x3(2w)-ReLU-POOL-fc, w = "

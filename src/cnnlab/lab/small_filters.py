@@ -47,8 +47,8 @@ def run(ctx):
 
     spec = ctx.data or C.dataset("digits" if ctx.quick else "cifar10")
     xtr, ytr, xte, yte, classes = C.tensors(spec, None if ctx.quick else 20_000)
-    w = 16 if ctx.quick else 64
-    epochs = 5 if ctx.quick else 10
+    w = 8 if ctx.quick else 64
+    epochs = 3 if ctx.quick else 10
     seeds = [ctx.seed + i for i in range(1 if ctx.quick else 2)]
     prep = C.standardizer(xtr)
     c, size = xtr.shape[1], xtr.shape[2]

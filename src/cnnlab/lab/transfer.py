@@ -208,4 +208,4 @@ register_experiment(
     "transfer", run,
     claim="Fine-tuning weights pretrained on a large dataset beats training from scratch when "
           "the new task has few labels; a linear probe on fixed features is a strong baseline",
-    expected_minutes_full=25, expected_seconds_quick=90, data="MNIST, digits, CIFAR-10")
+    expected_minutes_full=60, expected_seconds_quick=90, data="MNIST, digits, CIFAR-10")

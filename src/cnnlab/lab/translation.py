@@ -12,6 +12,7 @@ from cnnlab.lab import _common as C
 from cnnlab.lab import new_report, register_experiment
 
 SHIFTS = list(range(0, 9))
+QUICK_SHIFTS = [0, 2, 4, 6, 8]
 CROPS = [1.0, 0.9, 0.8, 0.7]  # fraction of the side kept, then resized back
 
 
@@ -52,17 +53,18 @@ def run(ctx):
 
     spec = ctx.data or C.dataset("digits" if ctx.quick else "mnist")
     n_train = None if ctx.quick else 20_000
-    xtr, ytr, xte, yte, classes = C.tensors(spec, n_train, 2000 if ctx.quick else None)
+    xtr, ytr, xte, yte, classes = C.tensors(spec, n_train, 200 if ctx.quick else None)
+    shifts = QUICK_SHIFTS if ctx.quick else SHIFTS
     ch, size = xtr.shape[1], xtr.shape[2]
     seeds = [ctx.seed] if ctx.quick else [ctx.seed + i for i in range(3)]
-    epochs = 5 if ctx.quick else 4
-    hidden = (256,) if ctx.quick else (2048, 1024)
+    epochs = 3 if ctx.quick else 4
+    hidden = (128,) if ctx.quick else (2048, 1024)
     builders = {
         f"MLP {size * size}-{'-'.join(map(str, hidden))}": lambda: get_model(
             "mlp", in_channels=ch, input_size=size, hidden=hidden, num_classes=len(classes)),
         "LeNet-5": lambda: get_model("lenet5", in_channels=ch, input_size=size,
                                      num_classes=len(classes)),
-        "CNN + global avg pool": lambda: gap_cnn(ch, len(classes), 16 if ctx.quick else 32),
+        "CNN + global avg pool": lambda: gap_cnn(ch, len(classes), 8 if ctx.quick else 32),
     }
     prep = C.standardizer(xtr)
     acc = {name: {"shift": [], "crop": []} for name in builders}
@@ -74,7 +76,7 @@ def run(ctx):
             model = build()
             ctx.log(f"translation: {name}, seed {seed}")
             C.fit(model, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep)
-            acc[name]["shift"].append([shifted_acc(model, xte, yte, s, prep) for s in SHIFTS])
+            acc[name]["shift"].append([shifted_acc(model, xte, yte, s, prep) for s in shifts])
             acc[name]["crop"].append([C.accuracy(model, crop_zoom(xte, k), yte, prep) for k in CROPS])
     rep = new_report(ctx, [f"data: {spec} ({len(xtr)} training, {len(xte)} test images, "
                            f"{ch}x{size}x{size}); no augmentation: trained on centred digits only",
@@ -84,8 +86,8 @@ def run(ctx):
                            "four), vacated pixels black; crop f: the central f x f region "
                            "resized back (zoom)"])
     mean = lambda runs, i: sum(r[i] for r in runs) / len(runs)  # noqa: E731
-    rep.table(["model", "params", *[f"shift {s}" for s in SHIFTS]],
-              [[n, C.count_params(b()), *[f"{100 * mean(acc[n]['shift'], i):.1f}" for i in range(len(SHIFTS))]]
+    rep.table(["model", "params", *[f"shift {s}" for s in shifts]],
+              [[n, C.count_params(b()), *[f"{100 * mean(acc[n]['shift'], i):.1f}" for i in range(len(shifts))]]
                for n, b in builders.items()], caption="test accuracy (%) against shift (pixels)")
     rep.table(["model", *[f"crop {k:g}" for k in CROPS]],
               [[n, *[f"{100 * mean(acc[n]['crop'], i):.1f}" for i in range(len(CROPS))]]
@@ -93,20 +95,26 @@ def run(ctx):
     plt = C.plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for n in builders:
-        ax.plot(SHIFTS, [100 * mean(acc[n]["shift"], i) for i in range(len(SHIFTS))], "o-", label=n)
+        ax.plot(shifts, [100 * mean(acc[n]["shift"], i) for i in range(len(shifts))], "o-", label=n)
     ax.set(xlabel="shift (pixels)", ylabel="test accuracy (%)",
            title=f"Accuracy against shift ({size}x{size} images)")
     ax.grid(alpha=0.3)
     ax.legend()
     rep.plot(fig, "translation.png")
-    rep.results = {"shifts": SHIFTS, "crops": CROPS, "accuracy": acc}
-    mlp, lenet, gap = (mean(acc[n]["shift"], 4) for n in builders)
+    rep.results = {"shifts": shifts, "crops": CROPS, "accuracy": acc}
+    mlp, lenet, gap = (mean(acc[n]["shift"], shifts.index(4)) for n in builders)
     s0 = [mean(acc[n]["shift"], 0) for n in builders]
-    ok = mlp < lenet and mlp < gap
-    rep.verdict("supported" if ok and gap >= lenet else "mixed" if ok else "not supported",
-                f"at a 4-pixel shift the MLP keeps {100 * mlp:.1f}% (from {100 * s0[0]:.1f}% "
-                f"centred), LeNet-5 {100 * lenet:.1f}%, the GAP CNN {100 * gap:.1f}%"
-                + ("" if gap >= lenet else "; the GAP CNN is not more robust than LeNet-5 here"))
+    c_mlp, c_lenet, c_gap = (mean(acc[n]["crop"], 2) for n in builders)  # crop 0.8
+    shift_ok = mlp < lenet and mlp < gap
+    crop_ok = c_mlp < c_lenet and c_mlp < c_gap
+    why = (f"at a 4-pixel shift the MLP keeps {100 * mlp:.1f}% (from {100 * s0[0]:.1f}% "
+           f"centred), LeNet-5 {100 * lenet:.1f}%, the GAP CNN {100 * gap:.1f}%; on 0.8 crops "
+           f"{100 * c_mlp:.1f}%, {100 * c_lenet:.1f}%, {100 * c_gap:.1f}%")
+    if shift_ok and not crop_ok:
+        why += " (the CNNs' advantage on shifts does not carry over to zoomed crops: a change " \
+               "of scale, which neither weight sharing nor pooling undoes)"
+    rep.verdict("supported" if shift_ok and crop_ok else "mixed" if shift_ok or crop_ok
+                else "not supported", why)
     return rep
 
 

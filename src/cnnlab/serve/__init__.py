@@ -33,8 +33,11 @@ def _is_loopback(host: str) -> bool:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port); a UserError when the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto
+    # says TCP, and without it every response waits ~40 ms for Nagle and delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
@@ -44,6 +47,22 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def _preload_samples(explorers) -> None:
+    """Load each checkpoint's test split in the background, so the page's first test image
+    does not wait for a first decode (CIFAR-10's 10,000 PNGs: a minute); a dataset that is
+    missing is reported by the samples route when asked, not here."""
+    import threading
+
+    def load():
+        for e in explorers.values():
+            try:
+                e.samples()
+            except Exception:  # noqa: BLE001 - the route reports it to the page
+                pass
+
+    threading.Thread(target=load, name="cnnlab-preload", daemon=True).start()
 
 
 def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
@@ -77,6 +96,7 @@ def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
         raise UserError(f"--replicas {replicas}: expected at least 1")
     explorers = load_explorers(paths, runs, replicas)
     app = create_app(explorers, max_upload_mb)
+    _preload_samples(explorers)
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/"

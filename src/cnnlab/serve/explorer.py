@@ -61,7 +61,8 @@ class Explorer:
         self.spec = check_spec(self.meta["input"], f"{self.path}: input spec")
         self.classes = list(self.meta["classes"])
         self.pool = ModelPool(self.model, replicas)
-        self.lock = threading.Lock()  # the lazily loaded summary and test split
+        self._summary_lock = threading.Lock()  # each computed once, on first use
+        self._samples_lock = threading.Lock()
         self._summary = None
         self._samples = None
         run = self.path.parent.parent if self.path.parent.name == "checkpoints" else None
@@ -89,7 +90,7 @@ class Explorer:
         from cnnlab.analysis import summary
         from cnnlab.viz.activations import stages
 
-        with self.lock:
+        with self._summary_lock:
             if self._summary is None:
                 size = (self.spec["channels"], *self.spec["size"])
                 with self.pool.borrow() as model:
@@ -119,7 +120,7 @@ class Explorer:
         """The test split of the checkpoint's dataset (loaded on first use)."""
         from cnnlab.data import ImageData, load_data
 
-        with self.lock:
+        with self._samples_lock:
             if self._samples is None:
                 cfg = self.meta.get("config") or {}
                 source = cfg.get("data", "digits")

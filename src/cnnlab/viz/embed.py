@@ -192,8 +192,8 @@ def retrieval_figure(q_imgs, feat_imgs, pix_imgs, q_labels, feat_labels, pix_lab
             if row == 0:
                 ax.imshow(to_display(q_imgs[i:i + 1])[0], interpolation="nearest")
                 ax.set_title(f"query: {classes[q_labels[i]]}", fontsize=8)
-            else:
-                ax.axis("off")
+            else:  # no image: keep the axis (for its label) without a frame
+                ax.set_frame_on(False)
             ax.set_ylabel(name, fontsize=8)
             disp = to_display(imgs[i])
             for j in range(k):

@@ -110,6 +110,7 @@ async function selectModel(id) {
 // ---- input -------------------------------------------------------------------------------
 async function loadSample(index) {
   try {
+    $("sample-label").textContent = "loading the test set…";
     const info = await api(`/api/models/${S.model.id}/samples`);
     index = ((index % info.count) + info.count) % info.count;
     $("sample-index").max = info.count - 1;
