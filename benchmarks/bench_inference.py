@@ -7,7 +7,7 @@ folder, and start-up with and without torch.
 1. runtimes: ``cnnlab.deploy.bench`` (what ``cnnlab bench`` prints) for LeNet-5 (1x28x28),
    ResNet-20 (3x32x32) and ResNet-18 (3x224x224), torch eager / torch.compile /
    onnxruntime, batches 1, 32, 256 (ResNet-18: 1 and 32 unless --full), random weights.
-2. overhead: at batch 1, ``OnnxClassifier.predict_arrays`` (normalise, run, softmax, top-k,
+2. overhead: at batch 1, one thread, CPU time: ``OnnxClassifier.predict_arrays`` (normalise, run, softmax, top-k,
    result dicts: what ``cnnlab predict model.onnx`` does per image once decoded) against
    the bare ``session.run`` on an already normalised array; the same for the torch path
    against a bare ``model(x)``. Median of interleaved rounds.
@@ -86,14 +86,17 @@ def part_zoo() -> None:
 
 
 def _median_ratio(fn_a, fn_b, rounds: int = 15, calls: int = 200) -> tuple[float, float, float]:
-    """(median µs of a, median µs of b, median of the per-round ratios a/b), interleaved."""
+    """(median µs of a, median µs of b, median of the per-round ratios a/b), interleaved.
+
+    Timed by this process's CPU time, with every runtime on one thread (the caller's): on
+    a busy machine the wall clock mostly measures the waits for a core."""
     ta, tb = [], []
     for _ in range(rounds):
         for fn, out in ((fn_a, ta), (fn_b, tb)):
-            t = time.perf_counter()
+            t = time.process_time()
             for _ in range(calls):
                 fn()
-            out.append((time.perf_counter() - t) / calls * 1e6)
+            out.append((time.process_time() - t) / calls * 1e6)
     ratios = np.array(ta) / np.array(tb)
     return float(np.median(ta)), float(np.median(tb)), float(np.median(ratios))
 
@@ -117,7 +120,8 @@ def part_overhead() -> None:
         path = WORK / f"{name}.onnx"
         export_model(model, {"classes": classes, "input": spec}, path, dynamic_batch=True,
                      force=True)
-        clf = OnnxClassifier(path)
+        clf = OnnxClassifier(path, threads=1)
+        torch.set_num_threads(1)
         u8 = np.random.default_rng(0).integers(0, 256, (1, spec["channels"], *spec["size"]),
                                                dtype=np.uint8)
         x = P.normalize(u8, spec)

@@ -8,7 +8,6 @@ each test's tmp dir.
 """
 
 import base64
-import io
 from pathlib import Path
 
 import numpy as np

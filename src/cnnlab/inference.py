@@ -210,10 +210,10 @@ def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
     batch, notes = P.load_batch(paths, spec, workers)
     P.warn_mismatches(notes, len(paths))
     t2 = time.perf_counter()
-    probs = []
+    probs, normalize = [], P.Normalizer(spec)
     with torch.inference_mode():
         for i in range(0, len(batch), batch_size):
-            x = torch.from_numpy(P.normalize(batch[i:i + batch_size], spec)).to(device)
+            x = torch.from_numpy(normalize(batch[i:i + batch_size])).to(device)
             probs.append(P.softmax(model(x).float().cpu().numpy()))
     timings.update({"images": len(paths), "runtime": "torch", "model load": t1 - t0,
                     "decoding": t2 - t1, "workers": workers, "model": time.perf_counter() - t2})

@@ -17,10 +17,12 @@ EXAMPLES = """
 def register(subs) -> None:
     c = add_command(subs, "cache", "list and clean $CNNLAB_CACHE (default ~/.cache/cnnlab)",
                     EXAMPLES, cmd_cache,
-                    description="List and clean $CNNLAB_CACHE (default ~/.cache/cnnlab): "
-                                "datasets/ (downloads), extracted/ (.tar.gz image folders), "
-                                "arrays/ (decoded images), splits/ (split indices). All but "
-                                "datasets/ are rebuilt on demand.")
+                    description="List and clean $CNNLAB_CACHE (default ~/.cache/cnnlab):\n"
+                                "  datasets/   canonical datasets as downloaded\n"
+                                "  extracted/  .tar.gz image folders, extracted and verified\n"
+                                "  arrays/     decoded images (uint8), with skipped files\n"
+                                "  splits/     remembered split indices\n"
+                                "All but datasets/ are rebuilt on demand.")
     c.add_argument("action", nargs="?", default="list", choices=("list", "clean"),
                    help="list (default) or clean")
     c.add_argument("kinds", nargs="*", metavar="KIND",

@@ -39,9 +39,15 @@ def register(subs) -> None:
 
 
 def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import UserError
     from cnnlab.serve import serve
 
     runs = args.runs if args.runs or args.checkpoints else "runs"
+    if runs == "runs" and not args.runs and not Path(runs).is_dir():
+        raise UserError("nothing to serve: name checkpoints or run directories, or --runs DIR "
+                        "(there is no ./runs here)")
     serve(args.checkpoints, runs, host=args.host, port=args.port,
           max_upload_mb=args.max_upload_mb, open_browser=args.open, replicas=args.replicas,
           threads=args.threads)

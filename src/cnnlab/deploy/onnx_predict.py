@@ -130,6 +130,7 @@ class OnnxClassifier:
         self.input_name, self.output_name = inp.name, out.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self._check_shapes(inp.shape, out.shape)
+        self.normalize = P.Normalizer(self.spec)
 
     def _from_meta(self, props: dict, key: str, flag: str):
         if key not in props:
@@ -169,10 +170,13 @@ class OnnxClassifier:
     def predict_arrays(self, images: np.ndarray, topk: int = 3, paths=None,
                        batch_size: int = 256) -> list[dict]:
         """uint8 (N, C, H, W) at the model's size -> top-k results (as :func:`predict_onnx`)."""
-        probs = [P.softmax(self.logits(P.normalize(images[i:i + batch_size], self.spec)))
-                 for i in range(0, len(images), batch_size)]
+        if len(images) <= batch_size:  # one call: nothing to split or join (batch-1 latency)
+            probs = P.softmax(self.logits(self.normalize(images)))
+        else:
+            probs = np.concatenate([P.softmax(self.logits(self.normalize(images[i:i + batch_size])))
+                                    for i in range(0, len(images), batch_size)])
         paths = paths if paths is not None else [f"[{i}]" for i in range(len(images))]
-        return P.results(paths, np.concatenate(probs), self.classes, topk)
+        return P.results(paths, probs, self.classes, topk)
 
 
 def predict_onnx(model, images, topk: int = 3, classes: list[str] | None = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from cnnlab.lab import _common as C
 from cnnlab.lab import new_report, register_experiment
 
-QUICK = ("digits", "knn,knn-fast,linear,lenet5", 3)
+QUICK = ("digits", "knn,knn-fast,linear,lenet5", 10)
 FULL = [("digits", "knn,knn-fast,knn-l1,linear,bovw,coates,mlp,lenet5", 30),
         ("mnist", "knn,knn-fast,linear,bovw,coates,mlp,lenet5", 5),
         ("cifar10", "knn,knn-fast,linear,bovw,coates,mlp,lenet5", 10)]

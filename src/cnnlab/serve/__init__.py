@@ -21,6 +21,7 @@ import sys
 
 from cnnlab.errors import UserError
 
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

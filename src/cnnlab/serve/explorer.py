@@ -93,9 +93,12 @@ class Explorer:
         with self._summary_lock:
             if self._summary is None:
                 size = (self.spec["channels"], *self.spec["size"])
-                with self.pool.borrow() as model:
-                    self._summary = summary(model, size).to_dict()
-                self._summary["model"] = self.meta["model"]
+                try:
+                    with self.pool.borrow() as model:
+                        self._summary = summary(model, size).to_dict()
+                    self._summary["model"] = self.meta["model"]
+                except UserError as e:  # the explorer works without the table
+                    self._summary = {"error": str(e)}
         names = [n for n, _ in stages(self.model)]
         return {**self.info(), "summary": self._summary, "curves": self.curves(),
                 "stages": names}

@@ -271,7 +271,7 @@ function mapCell(data, h, w, scale, st, channel) {
     const [y, x] = at(ev);
     show(y, x, true);
     if (st && st.unit_detail && h > 1) openUnit(st.name, channel, y, x);
-    else if (st) unitUnavailable(st);
+    else if (st) unitUnavailable(st, h === 1);
   });
   return cell;
 }
@@ -281,11 +281,13 @@ function restoreReadout() {
   const [name, c, y, x] = ro.dataset.unit.split(":");
   ro.textContent = `${name} [channel ${c}, row ${y}, col ${x}] = ${fmt(parseFloat(ro.dataset.value))}`;
 }
-function unitUnavailable(st) {
+function unitUnavailable(st, vector) {
   $("unit-card").hidden = false;
   $("unit-title").textContent = `${st.name} · ${st.type}`;
   $("unit-body").replaceChildren(el("p", { class: "hint",
-    text: `Unit detail covers convolution, pooling and ReLU layers; ${st.name} is a ${st.type}. ` +
+    text: vector ? `${st.name} gives a vector of ${st.shape[0]} values (after flattening), not maps: ` +
+      `hover over it to read each value. Unit detail covers the maps of convolution, pooling and ReLU layers.`
+      : `Unit detail covers convolution, pooling and ReLU layers; ${st.name} is a ${st.type}. ` +
       `Tick "every layer" above to see the layers inside it.` }));
 }
 function markUnit() {
@@ -432,7 +434,8 @@ function setupDraw() {
 // ---- model tab ---------------------------------------------------------------------------
 const pct = (v) => (v == null ? "—" : `${(100 * v).toFixed(2)}%`);
 function renderModelTab() {
-  const d = S.details, s = d.summary;
+  const d = S.details, s = d.summary.error ? { layers: [], total_params: NaN, total_macs: NaN,
+    mac_convention: `no summary: ${d.summary.error}` } : d.summary;
   const kv = [["model", `${d.model} ${JSON.stringify(d.model_kwargs)}`], ["checkpoint", d.checkpoint],
     ["trained on", d.data], ["epoch", d.epoch], ["test accuracy", pct(d.test_accuracy)], ["validation accuracy", pct(d.val_accuracy)],
     ["input", `${d.input.channels}×${d.input.size.join("×")}, mean ${d.input.mean.map((v) => v.toFixed(4)).join(", ")}, std ${d.input.std.map((v) => v.toFixed(4)).join(", ")}`],
