@@ -7,8 +7,8 @@ folder, and start-up with and without torch.
 1. runtimes: ``cnnlab.deploy.bench`` (what ``cnnlab bench`` prints) for LeNet-5 (1x28x28),
    ResNet-20 (3x32x32) and ResNet-18 (3x224x224), torch eager / torch.compile /
    onnxruntime, batches 1, 32, 256 (ResNet-18: 1 and 32 unless --full), random weights.
-2. overhead: at batch 1, one thread, CPU time: ``OnnxClassifier.predict_arrays`` (normalise, run, softmax, top-k,
-   result dicts: what ``cnnlab predict model.onnx`` does per image once decoded) against
+2. overhead: at batch 1, one thread, CPU time: ``OnnxClassifier.predict_arrays``
+   (normalise, run, softmax, top-k, result dicts: what ``cnnlab predict model.onnx`` does per image once decoded) against
    the bare ``session.run`` on an already normalised array; the same for the torch path
    against a bare ``model(x)``. Median of interleaved rounds.
 3. folder: ``cnnlab predict`` on MNIST's 10,000 test PNGs (extracted from
@@ -132,9 +132,11 @@ def part_overhead() -> None:
               f"{b:.1f} µs, overhead {100 * (r - 1):+.1f}%")
         xt = torch.from_numpy(x)
 
+        norm = P.Normalizer(spec)  # as cnnlab.inference.predict: built once per model
+
         def torch_predict():
             with torch.inference_mode():
-                p = P.softmax(model(torch.from_numpy(P.normalize(u8, spec))).numpy())
+                p = P.softmax(model(torch.from_numpy(norm(u8))).numpy())
             return P.results(["img"], p, classes, 3)
 
         def torch_bare():
@@ -205,7 +207,8 @@ def part_startup(rounds: int = 5) -> None:
         res[".onnx file"].append(_timed([*CNNLAB, "predict", str(onnx_path), one])[0])
         res["import torch"].append(_timed([sys.executable, "-c", "import torch"])[0])
     for k, v in res.items():
-        print(f"{k}: median {np.median(v):.2f} s over {rounds} ({', '.join(f'{t:.2f}' for t in v)})")
+        runs = ", ".join(f"{t:.2f}" for t in v)
+        print(f"{k}: median {np.median(v):.2f} s over {rounds} ({runs})")
 
 
 def main() -> None:

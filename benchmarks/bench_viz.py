@@ -8,8 +8,8 @@ Parts:
   224x224 for one image (median of --repeats), each beside a plain forward (+ backward for
   Grad-CAM) of the same model in the same run, as a ratio.
 - deletion: deletion AUC (Petsiuk et al. 2018) of Grad-CAM order vs random order, --n test
-  images of each model (pixels set to 0 = the mean colour in 20 steps; AUC = trapezoid mean
-  of the class probability; smaller is more faithful).
+  images of each model, true class (pixels set to black in 20 steps; AUC = trapezoid mean of
+  the class probability; smaller is more faithful).
 - templates: correlation of each linear-model template with its class's mean training image.
 - embed: 5-NN accuracy in the t-SNE map of --embed-n test images, CNN features vs pixels.
 - retrieval: precision@10 over the whole test set (gallery: 10,000 training images).
@@ -82,13 +82,14 @@ def part_deletion(run: str, n: int) -> dict:
     from cnnlab.viz.attribution import deletion_curve
     from cnnlab.viz.gradcam import grad_cam
 
-    model, _, x, y = _test_batch(run, n)
+    model, meta, x, y = _test_batch(run, n)
+    black = -np.array(meta["input"]["mean"]) / np.array(meta["input"]["std"])
     cams, rand = [], []
     for i in range(0, len(x), 100):
         cam, cls, layer = grad_cam(model, x[i:i + 100], target=y[i:i + 100])
-        cams.append(deletion_curve(model, x[i:i + 100], cam, cls))
+        cams.append(deletion_curve(model, x[i:i + 100], cam, cls, baseline=black))
         noise = np.random.default_rng(i).random(cam.shape).astype(np.float32)
-        rand.append(deletion_curve(model, x[i:i + 100], noise, cls))
+        rand.append(deletion_curve(model, x[i:i + 100], noise, cls, baseline=black))
     c, r = np.concatenate(cams), np.concatenate(rand)
     auc = lambda a: np.trapezoid(a, dx=1 / (a.shape[1] - 1), axis=1)  # noqa: E731
     ac, ar = auc(c), auc(r)
@@ -98,13 +99,14 @@ def part_deletion(run: str, n: int) -> dict:
 
 def part_templates(run: str) -> dict:
     from cnnlab.viz import common
-    from cnnlab.viz.filters import class_templates, template_correlations
+    from cnnlab.viz.filters import class_means, class_templates, template_correlations
 
     model, meta = common.load_checkpoint_model(run)
     d = common.load_split(meta, split="train")
-    x = common.normalize(d.images, meta["input"])
-    t = class_templates(model, x[:16])
-    c = template_correlations(t, x.numpy(), d.labels)
+    t = class_templates(model, common.normalize(d.images[:16], meta["input"]))
+    means, mu = class_means(d.images, d.labels, len(meta["classes"]))
+    norm = lambda a: common.normalize(a * 1.0, meta["input"]).double().numpy()  # noqa: E731
+    c = template_correlations(t, norm(means), norm(mu[None])[0])
     return {"classes": meta["classes"], "raw": np.round(c["raw"], 3).tolist(),
             "centred": np.round(c["centred"], 3).tolist(),
             "mean_raw": float(np.mean(c["raw"])), "mean_centred": float(np.mean(c["centred"])),

@@ -26,7 +26,7 @@ def commands(a) -> list[tuple[str, list[str]]]:
         ("kernel", ["kernel", "china", "--kernel", "red", *o("kernel-red.png")]),
         ("kernel", ["kernel", "flower", "--kernel", "edge", "--padding", "1",
                     *o("kernel-edge.png")]),
-        ("filters", ["filters", a.cifar, *o("filters-cifar10.png")]),
+        ("filters", ["filters", a.mnist, *o("filters-mnist.png")]),
         ("activations", ["activations", a.mnist, "--index", "4000", *o("activations.png")]),
         ("top-patches", ["top-patches", a.mnist, "--layer", "features.3", "--images", "5000",
                          *o("top-patches.png")]),

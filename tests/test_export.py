@@ -201,11 +201,13 @@ def test_cli_export_writes_beside_the_checkpoint_and_refuses_to_overwrite(digits
     assert main(["export", str(digits_ckpt)]) == 0
     line = capsys.readouterr().out.strip()
     onnx_path = digits_ckpt.with_suffix(".onnx")
-    assert line.startswith(f"wrote {onnx_path} (ONNX opset") and "max |onnxruntime - torch|" in line
+    assert line.startswith(f"wrote {onnx_path} (ONNX opset")
+    assert "max |onnxruntime - torch|" in line
     before = onnx_path.read_bytes()
     assert main(["export", str(digits_ckpt)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"cnnlab export: error: {onnx_path}: already exists; pass --force to overwrite it"
+    assert err == (f"cnnlab export: error: {onnx_path}: already exists; pass --force to "
+                   f"overwrite it")
     assert onnx_path.read_bytes() == before
     assert main(["export", str(digits_ckpt), "--force", "--dynamic-batch", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dynamic_batch"] is True

@@ -65,7 +65,7 @@ def test_kernel_bad_input(tmp_path):
 # ---- templates, embedding, retrieval, receptive fields ------------------------------------
 def test_linear_templates_correlate_with_their_class_means():
     from cnnlab.data import load_data
-    from cnnlab.viz.filters import class_templates, template_correlations
+    from cnnlab.viz.filters import class_means, class_templates, template_correlations
 
     d = load_data("digits").train
     x = torch.from_numpy(d.images).float() / 255
@@ -80,7 +80,9 @@ def test_linear_templates_correlate_with_their_class_means():
         opt.step()
     t = class_templates(model, x)
     np.testing.assert_array_equal(t[3].ravel(), model.fc.weight[3].detach().numpy())
-    c = template_correlations(t, d.images, d.labels)
+    means, mu = class_means(d.images, d.labels, 10)
+    np.testing.assert_allclose(mu, d.images.mean(0), rtol=1e-12)
+    c = template_correlations(t, means, mu)
     for k in range(10):  # against numpy's Pearson correlation
         mean_k = d.images[d.labels == k].reshape(-1, 1024).mean(0)
         assert c["raw"][k] == pytest.approx(np.corrcoef(t[k].ravel(), mean_k)[0, 1], abs=1e-9)
@@ -193,3 +195,25 @@ def test_cli_bad_input_is_one_line_exit_2(checkpoints, tmp_path, capsys, args, m
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("cnnlab viz: error: ")
     assert __import__("re").search(message, err), err
+
+
+def test_deletion_curve_by_hand():
+    """logits = (sum(w * x), 0): after deleting the k pixels ranked first, p(class 0) =
+    sigmoid(sum of w * x over the rest); deleting in the order of w drops it fastest."""
+    from cnnlab.viz.attribution import deletion_curve
+
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.random((1, 1, 4, 4)).astype(np.float32))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].weight[0] = w.flatten()
+    x = torch.ones(1, 1, 4, 4)
+    curve = deletion_curve(model, x, w[:, 0].numpy(), [0], steps=4)
+    order = np.argsort(-w.flatten().numpy())
+    for s in range(5):
+        rest = w.flatten().numpy()[order[4 * s:]].sum()
+        assert curve[0, s] == pytest.approx(1 / (1 + np.exp(-rest)), abs=1e-6)
+    worst = deletion_curve(model, x, -w[:, 0].numpy(), [0], steps=4)
+    assert curve.mean() < worst.mean()

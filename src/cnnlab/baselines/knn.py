@@ -103,6 +103,7 @@ class KNN:
         else:
             self.x = xt.contiguous()
         self.sq = (self.x.double() ** 2).sum(1)  # ||b||^2, exact for integer pixels
+        self.sq32 = self.sq.float()
         return self
 
     @property
@@ -124,7 +125,8 @@ class KNN:
                 d = torch.cdist(qc.double(), self.x.double(), p=1)
                 out.append(_topk_stable(d, self.k))
             elif self.mode == "fast":
-                d = self.sq.float()[None] - 2 * (qc @ self.x.T)
+                # ||b||^2 - 2 q.b in one GEMM pass (addmm): no (R, N) temporaries
+                d = torch.addmm(self.sq32[None], qc, self.x.T, alpha=-2)
                 out.append(d.topk(self.k, dim=1, largest=False).indices)
             else:
                 out.append(self._exact_chunk(qc))
@@ -136,7 +138,7 @@ class KNN:
         k, n = self.k, len(self.x)
         kk = min(n, k + self.margin)
         qsq = (qc.double() ** 2).sum(1)
-        d32 = self.sq.float()[None] - 2 * (qc @ self.x.T)  # (R, N), ||q||^2 omitted (per row)
+        d32 = torch.addmm(self.sq32[None], qc, self.x.T, alpha=-2)  # (R, N), ||q||^2 omitted
         cand_d, cand = d32.topk(kk, dim=1, largest=False)
         exact = self._exact_dist(qc, qsq, cand)  # (R, kk) float64
         order = np.lexsort((cand.numpy(), exact.numpy()), axis=-1)

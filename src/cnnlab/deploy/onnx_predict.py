@@ -170,11 +170,12 @@ class OnnxClassifier:
     def predict_arrays(self, images: np.ndarray, topk: int = 3, paths=None,
                        batch_size: int = 256) -> list[dict]:
         """uint8 (N, C, H, W) at the model's size -> top-k results (as :func:`predict_onnx`)."""
-        if len(images) <= batch_size:  # one call: nothing to split or join (batch-1 latency)
+        n = batch_size
+        if len(images) <= n:  # one call: nothing to split or join (batch-1 latency)
             probs = P.softmax(self.logits(self.normalize(images)))
         else:
-            probs = np.concatenate([P.softmax(self.logits(self.normalize(images[i:i + batch_size])))
-                                    for i in range(0, len(images), batch_size)])
+            probs = np.concatenate([P.softmax(self.logits(self.normalize(images[i:i + n])))
+                                    for i in range(0, len(images), n)])
         paths = paths if paths is not None else [f"[{i}]" for i in range(len(images))]
         return P.results(paths, probs, self.classes, topk)
 

@@ -150,23 +150,26 @@ def gradcam_figure(images: np.ndarray, maps: dict[str, np.ndarray], classes: lis
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps: np.ndarray, target,
-                   steps: int = 20, baseline: float = 0.0) -> np.ndarray:
+                   steps: int = 20, baseline=0.0) -> np.ndarray:
     """The deletion metric (Petsiuk et al., RISE, BMVC 2018): the probability of each
-    image's class as pixels are set to ``baseline`` (0 = the mean colour in normalized space)
-    in decreasing order of ``maps`` (N, H, W). Returns (N, steps + 1) probabilities; the area
-    under the curve (mean over the steps) is smaller for a more faithful map."""
+    image's class as pixels are set to ``baseline`` (a float, or per-channel values (C,) in
+    normalized space; RISE deletes to black, i.e. ``-mean / std``) in decreasing order of
+    ``maps`` (N, H, W). Returns (N, steps + 1) probabilities; the area under the curve is
+    smaller for a more faithful map."""
     from cnnlab.train import split_output
 
     n, _, h, w = x.shape
     order = torch.from_numpy(np.argsort(-maps.reshape(n, -1), axis=1, kind="stable"))
     cls = torch.as_tensor(np.asarray(target)).long().view(-1).expand(n)
+    base = torch.as_tensor(np.asarray(baseline, dtype=np.float32)).to(x).view(1, -1, 1, 1)
     curves = []
     with train_mode_kept(model), torch.no_grad():
         for s in range(steps + 1):
             k = int(round(s / steps * h * w))
             keep = torch.ones(n, h * w)
             keep.scatter_(1, order[:, :k], 0.0)
-            xm = x * keep.view(n, 1, h, w).to(x) + baseline * (1 - keep.view(n, 1, h, w).to(x))
+            k4 = keep.view(n, 1, h, w).to(x)
+            xm = x * k4 + base * (1 - k4)
             p = split_output(model(xm))[0].float().softmax(1)
             curves.append(p.gather(1, cls.to(p.device)[:, None])[:, 0].cpu())
     return torch.stack(curves, 1).numpy()

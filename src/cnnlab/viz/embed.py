@@ -155,7 +155,8 @@ def embed_figure(result: dict, labels: np.ndarray, classes: list[str], method: s
                        alpha=0.7, linewidths=0)
         if thumbs is not None:
             _thumbnails(ax, p, to_display(thumbs))
-        ax.set_title(f"{name}: {r['what']} ({r['dims']} dims)\n{method.upper()}; {k}-NN accuracy "
+        label = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}.get(method, method)
+        ax.set_title(f"{name}: {r['what']} ({r['dims']} dims)\n{label}; {k}-NN accuracy "
                      f"in this 2-D map: {r['knn_accuracy']:.1%}", fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
     axes[-1].legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),

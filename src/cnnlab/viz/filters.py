@@ -120,16 +120,21 @@ def class_templates(model: nn.Module, x: torch.Tensor | None = None,
     return out
 
 
-def template_correlations(templates: np.ndarray, images: np.ndarray,
-                          labels: np.ndarray) -> dict:
+def class_means(images: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(per-class mean images (k, ...), mean of all images) in float64, one class at a time
+    (CIFAR-10's 50,000 x 3072 values never become one float64 array)."""
+    means = np.stack([images[labels == c].mean(0, dtype=np.float64) for c in range(k)])
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return means, np.tensordot(counts / counts.sum(), means, axes=1)
+
+
+def template_correlations(templates: np.ndarray, means: np.ndarray, mu: np.ndarray) -> dict:
     """Pearson correlation of each template (K, C, H, W) with its class's mean image
-    (``images`` uint8 or float (N, C, H, W)), raw and centred (minus the mean of all images),
-    and the fraction of classes whose template correlates best with its own class mean."""
-    x = images.reshape(len(images), -1).astype(np.float64)
-    mu = x.mean(0)
+    ``means[k]``, raw and centred (minus ``mu``, the mean of all images), and the fraction
+    of classes whose template correlates best with its own class mean (centred)."""
     k = len(templates)
     t = templates.reshape(k, -1).astype(np.float64)
-    means = np.stack([x[labels == c].mean(0) for c in range(k)])
+    m = means.reshape(k, -1)
 
     def corr(a, b):
         a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
@@ -137,7 +142,7 @@ def template_correlations(templates: np.ndarray, images: np.ndarray,
         b /= np.linalg.norm(b, axis=1, keepdims=True) + 1e-12
         return a @ b.T  # K x K
 
-    raw, cen = corr(t, means), corr(t, means - mu)
+    raw, cen = corr(t, m), corr(t, m - mu.reshape(1, -1))
     return {"raw": np.diag(raw).tolist(), "centred": np.diag(cen).tolist(),
             "own_class_best": float((cen.argmax(1) == np.arange(k)).mean()),
             "matrix_centred": cen.tolist()}

@@ -172,7 +172,7 @@ def kernel_figure(r: KernelResult, out: str | Path) -> Path:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"kernel '{r.kernel_name}' applied with cnnlab.scratch.functional.conv2d",
                  fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, dpi=80)  # two photos: keeps the PNG near 200 KB
 
 
 def _draw_kernel(ax, w: np.ndarray, name: str) -> None:

@@ -124,13 +124,17 @@ def top_patches(checkpoint, layer=None, channels=None, n=8, images=2000, data=No
 
 
 def templates(checkpoint, data=None, out="viz-templates.png") -> dict:
-    from cnnlab.viz.filters import class_templates, template_correlations, templates_figure
+    from cnnlab.viz.filters import (class_means, class_templates, template_correlations,
+                                    templates_figure)
 
     model, meta = common.load_checkpoint_model(checkpoint)
     d = common.load_split(meta, data, split="train")
-    x = common.normalize(d.images[:4096] if len(d) > 4096 else d.images, meta["input"])
-    t = class_templates(model, x, d.labels[:len(x)])
-    c = template_correlations(t, common.normalize(d.images, meta["input"]).numpy(), d.labels)
+    idx = _pick(len(d), min(4096, len(d)), 0)
+    t = class_templates(model, common.normalize(d.images[idx], meta["input"]), d.labels[idx])
+    # normalizing is affine per channel: the mean of normalized images = normalized means
+    means, mu = class_means(d.images, d.labels, len(meta["classes"]))
+    norm = lambda a: common.normalize(a * 1.0, meta["input"]).double().numpy()  # noqa: E731
+    c = template_correlations(t, norm(means), norm(mu[None])[0])
     kind = "linear classifier: rows of fc.weight" if hasattr(model, "fc") else \
         "MLP: mean input gradient of each class score"
     templates_figure(t, meta["classes"], c, out, f"Class templates of the {kind}")
