@@ -224,3 +224,21 @@ def test_csv_and_folder_errors_are_one_line(trained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(ckpt), str(folder), "--classes", "a,b"]) == 2
     assert "--classes/--input: only for an .onnx model" in capsys.readouterr().err
+
+
+def test_python_predict_takes_paths_folders_pil_images_and_arrays(trained):
+    import cnnlab
+
+    ckpt, onnx_path, folder = trained
+    files = sorted(folder.rglob("*.png"))[:3]
+    arrays = [np.asarray(Image.open(f)) for f in files]
+    by_path = cnnlab.predict(ckpt, [str(f) for f in files], runtime="torch")
+    one = cnnlab.predict(ckpt, str(files[0]), runtime="torch")  # a single path: one image
+    for model, runtime in ((ckpt, "torch"), (ckpt, "auto"), (onnx_path, "auto")):
+        mixed = cnnlab.predict(model, [Image.open(files[0]), arrays[1], arrays[2][..., None]],
+                               runtime=runtime)
+        assert [r["image"] for r in mixed] == ["[0]", "[1]", "[2]"]
+        assert [r["top"][0]["class"] for r in mixed] == [r["top"][0]["class"] for r in by_path]
+    assert one[0] == by_path[0] and len(cnnlab.predict(ckpt, folder)) == 12
+    with pytest.raises(ValueError, match=r"image array of shape \(2, 2, 4\) and dtype uint8"):
+        cnnlab.predict(ckpt, [np.zeros((2, 2, 4), np.uint8)])

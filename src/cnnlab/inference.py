@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
 from cnnlab.config import RANGES
@@ -167,14 +166,19 @@ def load_image(path: str | Path, spec: dict) -> np.ndarray:
 
 
 def _as_paths(images) -> list:
-    return [images] if isinstance(images, (str, Path)) else list(images)
+    """One path, PIL image or array is one image (or one folder); else a list of them."""
+    from PIL import Image
+
+    single = isinstance(images, (str, Path, Image.Image)) or (
+        isinstance(images, np.ndarray) and images.ndim <= 3)
+    return [images] if single else list(images)
 
 
 def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
             workers: int | None = None, batch_size: int = 256,
             timings: dict | None = None, runtime: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for image files and folders (searched recursively;
-    a single path is one image or one folder).
+    a single path is one image or one folder), PIL images or uint8 arrays (H, W[, C]).
 
     ``checkpoint`` may be an exported ``.onnx`` model: then onnxruntime runs it
     (:func:`cnnlab.deploy.onnx_predict.predict_onnx`); so does a checkpoint with its
@@ -195,11 +199,12 @@ def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
     if str(checkpoint).endswith(".onnx"):
         from cnnlab.deploy.onnx_predict import predict_onnx
 
-        return predict_onnx(checkpoint, images, topk, workers=workers, timings=timings)
+        return predict_onnx(checkpoint, _as_paths(images), topk, workers=workers,
+                            timings=timings)
     from cnnlab.deploy.onnx_predict import onnx_for_checkpoint, predict_onnx
 
     if (clf := onnx_for_checkpoint(checkpoint, runtime, device)) is not None:
-        return predict_onnx(clf, images, topk, workers=workers, timings=timings)
+        return predict_onnx(clf, _as_paths(images), topk, workers=workers, timings=timings)
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     paths = P.list_images(_as_paths(images))

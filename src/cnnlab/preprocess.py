@@ -48,11 +48,15 @@ def check_spec(spec, where: str = "input spec") -> dict:
     return {"channels": c, "size": [h, w], "mean": mean, "std": std, "resize": resize}
 
 
-def list_images(inputs) -> list[Path]:
+def list_images(inputs) -> list:
     """Files and folders -> image paths: a folder is searched recursively (sorted, only
-    files with an image extension); a file is kept as given, whatever its extension."""
-    out: list[Path] = []
+    files with an image extension); a file is kept as given, whatever its extension.
+    PIL images and arrays pass through unchanged."""
+    out: list = []
     for item in inputs:
+        if isinstance(item, (Image.Image, np.ndarray)):
+            out.append(item)
+            continue
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS
@@ -110,16 +114,22 @@ def _to_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
     return canvas
 
 
-def load_image(path: str | Path, spec: dict, notes: dict | None = None) -> np.ndarray:
+def load_image(path, spec: dict, notes: dict | None = None) -> np.ndarray:
     """Any PNG/JPEG/BMP, gray or colour, any size -> uint8 ``(C, H, W)`` as the model expects:
     EXIF orientation applied, converted to the model's channels (L or RGB), resized to its
-    input size by the spec's policy.
+    input size by the spec's policy. ``path`` may also be a PIL image or a uint8 array
+    ``(H, W)`` or ``(H, W, 1 or 3)``.
 
     ``notes`` (optional dict) collects what :func:`mismatch_notes` finds, for one warning
     per kind over many images.
     """
-    p = Path(path)
-    im = _open(p)
+    if isinstance(path, Image.Image):
+        p, im = "<PIL image>", path
+    elif isinstance(path, np.ndarray):
+        p, im = f"<array {'x'.join(map(str, path.shape))}>", _from_array(path)
+    else:
+        p = Path(path)
+        im = _open(p)
     c, (h, w) = spec["channels"], spec["size"]
     colourful = c == 1 and _is_colour(im)
     aspect = (im.width / im.height) / (w / h)
@@ -130,6 +140,13 @@ def load_image(path: str | Path, spec: dict, notes: dict | None = None) -> np.nd
         for kind in mismatch_notes(a, spec, colourful, aspect):
             notes.setdefault(kind, []).append(str(p))
     return a
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3))):
+        raise UserError(f"image array of shape {a.shape} and dtype {a.dtype}: expected uint8 "
+                        f"(H, W), (H, W, 1) or (H, W, 3)")
+    return Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)
 
 
 def _is_colour(im: Image.Image) -> bool:
@@ -232,8 +249,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def results(paths, probs: np.ndarray, classes: list[str], k: int) -> list[dict]:
-    """``[{"image": path, "top": [{"class", "probability"}, ...]}, ...]`` (k best each)."""
+    """``[{"image": path, "top": [{"class", "probability"}, ...]}, ...]`` (k best each); an
+    image given as a PIL image or an array is named by its position, ``"[3]"``."""
     vals, idx = topk(probs, min(k, probs.shape[1]))
-    return [{"image": str(p), "top": [{"class": classes[i], "probability": v}
-                                      for v, i in zip(vr, ir)]}
-            for p, vr, ir in zip(paths, vals.tolist(), idx.tolist())]
+    return [{"image": str(p) if isinstance(p, (str, Path)) else f"[{n}]",
+             "top": [{"class": classes[i], "probability": v} for v, i in zip(vr, ir)]}
+            for n, (p, vr, ir) in enumerate(zip(paths, vals.tolist(), idx.tolist()))]

@@ -61,7 +61,7 @@ def run(ctx):
         res[head]["head_params"] = res[head]["params"] - sum(
             C.count_params(layer) for layer in backbone(xtr.shape[1], w))
     rep = new_report(ctx, [f"data: {spec}, {len(xtr)} training images (a subset in the full "
-                           "version, where overfitting shows), {len(xte)} test images",
+                           f"version, where overfitting shows), {len(xte)} test images",
                            f"backbone [conv3x3-BN-ReLU x2, maxpool] x 3, widths {w}/{2 * w}/{4 * w}",
                            f"{epochs} epochs, SGD (Nesterov) one-cycle peak lr 0.05, weight decay "
                            f"5e-4, no augmentation; {len(seeds)} seed(s); train accuracy is a "
