@@ -8,9 +8,10 @@ folder, and start-up with and without torch.
    ResNet-20 (3x32x32) and ResNet-18 (3x224x224), torch eager / torch.compile /
    onnxruntime, batches 1, 32, 256 (ResNet-18: 1 and 32 unless --full), random weights.
 2. overhead: at batch 1, one thread, CPU time: ``OnnxClassifier.predict_arrays``
-   (normalise, run, softmax, top-k, result dicts: what ``cnnlab predict model.onnx`` does per image once decoded) against
-   the bare ``session.run`` on an already normalised array; the same for the torch path
-   against a bare ``model(x)``. Median of interleaved rounds.
+   (normalise, run, softmax, top-k, result dicts: what ``cnnlab predict model.onnx`` does
+   per image once decoded) against the bare ``session.run`` on an already normalised
+   array; the same for the torch path against a bare ``model(x)``. Median of interleaved
+   rounds.
 3. folder: ``cnnlab predict`` on MNIST's 10,000 test PNGs (extracted from
    ../shared/datasets/mnist.tar.gz into /tmp) with a checkpoint trained for one epoch and
    its ONNX export; whole command (subprocess wall time) and its --timing split.
