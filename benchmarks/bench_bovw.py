@@ -26,7 +26,8 @@ def main():
     ap.add_argument("--k", default="100,400,1600", help="vocabulary sizes")
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--patches", type=int, default=200_000)
-    ap.add_argument("--n-train", type=int, default=None, help="first N training images only")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="a stratified random subset of N training images")
     ap.add_argument("--l2", type=float, default=1e-4, help="classifier L2 penalty")
     ap.add_argument("--sklearn-kmeans", action="store_true")
     ap.add_argument("--json", help="append results (JSON lines) here")
@@ -38,7 +39,11 @@ def main():
     from cnnlab.data import load_data
 
     d = load_data(args.data, progress=False)
-    xtr, ytr = d.train.images[:args.n_train], d.train.labels[:args.n_train]
+    from cnnlab.lab._common import subset
+
+    # a stratified random subset: image folders list the training set class by class, so
+    # the first N images would be a few classes only
+    xtr, ytr = subset(d.train.images, d.train.labels, args.n_train)
     print(f"{args.data}: {len(xtr)} train, {len(d.test)} test; torch threads "
           f"{torch.get_num_threads()}", flush=True)
     for enc in args.encodings.split(","):

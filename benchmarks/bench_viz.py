@@ -7,8 +7,8 @@ Parts:
 - speed: Grad-CAM of one 32x32 image on ResNet-20 and all activation maps of ResNet-18 at
   224x224 for one image (median of --repeats), each beside a plain forward (+ backward for
   Grad-CAM) of the same model in the same run, as a ratio.
-- deletion: deletion AUC (Petsiuk et al. 2018) of Grad-CAM order vs random order, --n test
-  images of each model, true class (pixels set to black in 20 steps; AUC = trapezoid mean of
+- deletion: deletion AUC (Petsiuk et al. 2018) of Grad-CAM (and --deletion-methods) order vs
+  random order, --n test images of each model, true class (pixels set to black in 20 steps; AUC = trapezoid mean of
   the class probability; smaller is more faithful).
 - templates: correlation of each linear-model template with its class's mean training image.
 - embed: 5-NN accuracy in the t-SNE map of --embed-n test images, CNN features vs pixels.
@@ -78,23 +78,26 @@ def _test_batch(run, n, seed=0):
     return model, meta, common.normalize(d.images[idx], meta["input"]), d.labels[idx]
 
 
-def part_deletion(run: str, n: int) -> dict:
-    from cnnlab.viz.attribution import deletion_curve
-    from cnnlab.viz.gradcam import grad_cam
+def part_deletion(run: str, n: int, methods=("gradcam",)) -> dict:
+    from cnnlab.viz.attribution import attribute, deletion_curve
+    from cnnlab.viz.gradcam import find_cam_layer
 
     model, meta, x, y = _test_batch(run, n)
     black = -np.array(meta["input"]["mean"]) / np.array(meta["input"]["std"])
-    cams, rand = [], []
-    for i in range(0, len(x), 100):
-        cam, cls, layer = grad_cam(model, x[i:i + 100], target=y[i:i + 100])
-        cams.append(deletion_curve(model, x[i:i + 100], cam, cls, baseline=black))
-        noise = np.random.default_rng(i).random(cam.shape).astype(np.float32)
-        rand.append(deletion_curve(model, x[i:i + 100], noise, cls, baseline=black))
-    c, r = np.concatenate(cams), np.concatenate(rand)
     auc = lambda a: np.trapezoid(a, dx=1 / (a.shape[1] - 1), axis=1)  # noqa: E731
-    ac, ar = auc(c), auc(r)
-    return {"images": len(x), "layer": layer, "auc_gradcam": float(ac.mean()),
-            "auc_random": float(ar.mean()), "images_gradcam_lower": float((ac < ar).mean())}
+    per = {m: [] for m in ("random", *methods)}
+    for i in range(0, len(x), 100):
+        xb, yb = x[i:i + 100], y[i:i + 100]
+        noise = np.random.default_rng(i).random((len(xb), *xb.shape[-2:])).astype(np.float32)
+        per["random"].append(auc(deletion_curve(model, xb, noise, yb, baseline=black)))
+        for m in methods:
+            a, _ = attribute(model, xb, m, target=yb)
+            per[m].append(auc(deletion_curve(model, xb, a, yb, baseline=black)))
+    per = {m: np.concatenate(v) for m, v in per.items()}
+    return {"images": len(x), "gradcam_layer": find_cam_layer(model, x[:1]),
+            **{f"auc_{m}": float(v.mean()) for m, v in per.items()},
+            **{f"images_lower_than_random_{m}": float((per[m] < per["random"]).mean())
+               for m in methods}}
 
 
 def part_templates(run: str) -> dict:
@@ -163,6 +166,7 @@ def main() -> int:
         p.add_argument(f"--{name}", help="run directory or checkpoint")
     p.add_argument("--parts", default="speed,deletion,templates,embed,retrieval,tsne")
     p.add_argument("--n", type=int, default=500, help="test images for deletion AUC")
+    p.add_argument("--deletion-methods", default="gradcam,saliency,integrated-gradients")
     p.add_argument("--embed-n", type=int, default=2000, help="test images for the 2-D maps")
     p.add_argument("--tsne-n", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=7)
@@ -179,7 +183,7 @@ def main() -> int:
             res["templates"] = {k: part_templates(v) for k, v in
                                 (("mnist", a.mnist_linear), ("cifar10", a.cifar_linear)) if v}
         else:
-            fn = {"deletion": lambda r: part_deletion(r, a.n),
+            fn = {"deletion": lambda r: part_deletion(r, a.n, a.deletion_methods.split(",")),
                   "embed": lambda r: part_embed(r, a.embed_n), "retrieval": part_retrieval,
                   "tsne": lambda r: part_tsne(r, a.tsne_n)}[part]
             targets = {"mnist": a.mnist} if part == "tsne" else data

@@ -217,3 +217,15 @@ def test_deletion_curve_by_hand():
         assert curve[0, s] == pytest.approx(1 / (1 + np.exp(-rest)), abs=1e-6)
     worst = deletion_curve(model, x, -w[:, 0].numpy(), [0], steps=4)
     assert curve.mean() < worst.mean()
+
+
+def test_tsne_keeps_separated_clusters_apart():
+    from cnnlab.viz.embed import embed_2d, knn_accuracy
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    z = rng.normal(size=(120, 60)) + 8 * np.eye(60)[y * 7]  # three far-apart clusters
+    p = embed_2d(z, "tsne")
+    assert p.shape == (120, 2) and knn_accuracy(p, y, k=5) == 1.0
+    with pytest.raises(UserError, match="--method nope"):
+        embed_2d(z, "nope")

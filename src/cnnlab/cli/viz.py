@@ -90,8 +90,16 @@ def register(subs) -> None:
     v = add_command(subs, "viz", "pictures of what a CNN sees and learned (PNG + --json)",
                     EXAMPLES["viz"], lambda a: (v.print_help(), 0)[1])
     kinds = v.add_subparsers(dest="kind", metavar="KIND")
-    ck = "checkpoint .safetensors, its .json, or a run directory"
+    _register_looking(kinds)
+    _register_learned(kinds)
 
+
+CK = "checkpoint .safetensors, its .json, or a run directory"
+
+
+def _register_looking(kinds) -> None:
+    """Kinds about one image at a time: kernel, filters, activations, top-patches, gradcam."""
+    ck = CK
     p = add_command(kinds, "kernel", HELP["kernel"], EXAMPLES["kernel"], _run("kernel"))
     p.add_argument("image", nargs="?", default="china",
                    help="china or flower (scikit-learn's photos; default china) or a file")
@@ -135,6 +143,11 @@ def register(subs) -> None:
                    "guided-gradcam, saliency, integrated-gradients, occlusion (default gradcam)")
     _common(p, "gradcam")
 
+
+def _register_learned(kinds) -> None:
+    """Kinds about a model over a dataset: templates, embed, retrieve, curves, confusion,
+    mistakes."""
+    ck = CK
     p = add_command(kinds, "templates", HELP["templates"], EXAMPLES["templates"],
                     _run("templates"))
     p.add_argument("checkpoint", help=ck + " (the linear model or an MLP)")

@@ -164,6 +164,11 @@ def run_cifar(ctx):
     rep.results.update(conv)
     closed = gap_closed(conv)
     better = conv["distilled"] > conv["student"]
+    if not conv["teacher"] > conv["student"]:
+        rep.verdict("mixed", f"the teacher ({conv['teacher']:.2%}) is no better than LeNet-5 "
+                             f"alone ({conv['student']:.2%}): too little training to test the "
+                             f"claim (distilled: {conv['distilled']:.2%})")
+        return rep
     rep.verdict("supported" if better and closed >= 0.7 else "mixed" if better else
                 "not supported",
                 f"the distilled LeNet-5 closes {closed:.0%} of the gap between LeNet-5 alone "

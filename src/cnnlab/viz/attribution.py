@@ -146,7 +146,7 @@ def gradcam_figure(images: np.ndarray, maps: dict[str, np.ndarray], classes: lis
         cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
         cb.set_label("attribution, scaled per image (0 .. 1)", fontsize=8)
     fig.suptitle("Where the model looks, for the class named on the left", fontsize=11)
-    return save_figure(fig, out, dpi=72)  # noisy overlays compress badly: keep PNGs small
+    return save_figure(fig, out, dpi=64)  # noisy overlays compress badly: keep PNGs small
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps: np.ndarray, target,

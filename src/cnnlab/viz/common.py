@@ -123,10 +123,6 @@ def save_figure(fig, out: str | Path, dpi: int = 100) -> Path:
     return out
 
 
-def class_names(meta: dict) -> list[str]:
-    return list(meta.get("classes") or [])
-
-
 def load_split(meta: dict, data: str | None = None, split: str = "test"):
     """The ``split`` ("train"/"test") of ``data`` (default: the data the checkpoint was
     trained on, with its seed and validation split) as :class:`cnnlab.data.ImageData`, held in

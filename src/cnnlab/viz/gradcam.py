@@ -132,15 +132,11 @@ class GradCAM:
                 self._maps = None
                 raise UserError(f"--layer {self.layer}: Grad-CAM needs a layer with a spatial "
                                 f"(N, C, H, W) output, this one gives {shape}")
-            cls = _targets(self.target_default(target), logits)
+            cls = _targets(target, logits)
             score = logits.gather(1, cls[:, None]).sum()  # images are independent in eval mode
             (g,) = torch.autograd.grad(score, a)
         self._maps = None
         return a.detach(), g.detach(), cls, logits.detach()
-
-    @staticmethod
-    def target_default(target):
-        return target
 
     def __call__(self, x: torch.Tensor, target=None):
         a, g, cls, _ = self.maps_and_grads(x, target)
