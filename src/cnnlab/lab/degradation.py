@@ -71,12 +71,14 @@ def run(ctx):
     s, d = depths
     p_s, p_d = res[f"plain{s}"]["train_err"][-1], res[f"plain{d}"]["train_err"][-1]
     r_s, r_d = res[f"resnet{s}"]["train_err"][-1], res[f"resnet{d}"]["train_err"][-1]
-    degrade = p_d > p_s
-    fixed = r_d <= p_d and r_d <= r_s + 0.01
-    rep.verdict("supported" if degrade and fixed else "mixed" if degrade or fixed
-                else "not supported",
-                f"final training error: plain-{s} {100 * p_s:.2f}%, plain-{d} {100 * p_d:.2f}%, "
-                f"resnet-{s} {100 * r_s:.2f}%, resnet-{d} {100 * r_d:.2f}%")
+    # one seed: differences under a point of training error are within run-to-run noise
+    degrade = p_d > p_s + 0.01
+    fixed = r_d <= r_s + 0.01
+    why = (f"final training error: plain-{s} {100 * p_s:.2f}%, plain-{d} {100 * p_d:.2f}%, "
+           f"resnet-{s} {100 * r_s:.2f}%, resnet-{d} {100 * r_d:.2f}%")
+    if not degrade:
+        why += "; the deeper plain net is not clearly worse (under 1 point) at this size"
+    rep.verdict("supported" if degrade and fixed else "mixed" if fixed else "not supported", why)
     return rep
 
 

@@ -60,10 +60,9 @@ def features(model: nn.Module, x: torch.Tensor, layer: str | None = None,
 
 
 def embed_2d(z: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """(N, F) -> (N, 2). t-SNE (perplexity 30, PCA init) after PCA to 50 dimensions (as van
-    der Maaten recommends; it also makes the neighbour search cheap): openTSNE's FFT-
-    accelerated t-SNE (Linderman et al. 2019) when installed, else scikit-learn's
-    Barnes-Hut ``TSNE``; PCA: the first two components; UMAP: umap-learn if installed."""
+    """(N, F) -> (N, 2). t-SNE: scikit-learn's Barnes-Hut ``TSNE`` (perplexity 30, PCA
+    init) after PCA to 50 dimensions (as van der Maaten recommends; it also makes the
+    neighbour search cheap); PCA: the first two components; UMAP: umap-learn if installed."""
     if method not in EMBED_METHODS:
         raise UserError(f"--method {method}: expected one of {', '.join(EMBED_METHODS)}")
     z = np.asarray(z, dtype=np.float32)
@@ -78,16 +77,11 @@ def embed_2d(z: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
             raise UserError("--method umap: umap-learn is not installed "
                             "(pip install umap-learn); use tsne or pca") from None
         return umap.UMAP(random_state=seed).fit_transform(z)
+    from sklearn.manifold import TSNE
+
     if z.shape[1] > 50:
         z = PCA(50, random_state=seed).fit_transform(z)
-    try:
-        from openTSNE import TSNE as FastTSNE
-    except ImportError:
-        from sklearn.manifold import TSNE
-
-        return TSNE(2, init="pca", random_state=seed, n_jobs=-1).fit_transform(z)
-    return np.asarray(FastTSNE(2, perplexity=30, initialization="pca", random_state=seed,
-                               n_jobs=-1, verbose=False).fit(np.ascontiguousarray(z, np.float64)))
+    return TSNE(2, init="pca", random_state=seed, n_jobs=-1).fit_transform(z)
 
 
 def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
