@@ -152,6 +152,10 @@ def _cli(capsys, *argv):
 
 def test_cli_writes_pngs_and_json(checkpoints, tmp_path, capsys):
     lenet = str(checkpoints["lenet5"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc\n"
+                                     "1,2.0,0.3,1.5,0.5\n2,1.0,0.7,0.9,0.75\n")
     runs = [("kernel", ["flower", "--kernel", "sobel-y", "--stride", "2"]),
             ("gradcam", [lenet, "--n", "2", "--methods", "gradcam,saliency,occlusion"]),
             ("activations", [lenet, "--index", "3", "--channels", "4"]),
@@ -159,7 +163,10 @@ def test_cli_writes_pngs_and_json(checkpoints, tmp_path, capsys):
             ("top-patches", [lenet, "--images", "100", "--n", "3", "--channels", "0,5"]),
             ("embed", [lenet, "--n", "60", "--method", "pca"]),
             ("retrieve", [lenet, "--k", "3", "--gallery", "200", "--queries", "2"]),
-            ("mistakes", [lenet, "--n", "4"])]
+            ("mistakes", [lenet, "--n", "4"]),
+            ("confusion", [lenet]),
+            ("templates", [str(checkpoints["mlp"])]),
+            ("curves", [str(run)])]
     for kind, args in runs:
         png = tmp_path / f"{kind}.png"
         rc, out, err = _cli(capsys, "viz", kind, *args, "--out", str(png), "--json")
@@ -172,6 +179,12 @@ def test_cli_writes_pngs_and_json(checkpoints, tmp_path, capsys):
             assert r["layer"] == "features.3" and len(r["target_classes"]) == 2
         if kind == "embed":
             assert 0 <= r["features"]["knn_accuracy"] <= 1 and r["pixels"]["dims"] == 1024
+        if kind == "confusion":
+            assert np.sum(r["confusion"]) == 360
+        if kind == "curves":
+            assert r["runs"]["run"]["test_acc"] == [0.5, 0.75]
+        if kind == "templates":
+            assert len(r["correlation_with_class_mean"]) == 10 and "MLP" in r["kind"]
         if kind == "top-patches":
             assert r["receptive_field"] == [14, 14] and len(r["channels"]) == 2
 

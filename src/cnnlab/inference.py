@@ -110,10 +110,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
 
 
 def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu",
-             val_split: float | None = None, in_memory: str = "auto",
-             workers: int = 2) -> EvalResult:
+             test_split: float | None = None, in_memory: str = "auto",
+             workers: int = 2, val_split: float | None = None) -> EvalResult:
     """Accuracy, top-5, per-class accuracy and confusion matrix on ``data``'s test split
-    (default: the data the checkpoint was trained on).
+    (default: the data the checkpoint was trained on); ``test_split``: the fraction held out
+    for testing when the data has no test/ folder (default: the run's).
 
     ``in_memory`` as for training (:func:`cnnlab.data.load_data`): an image folder too big
     for memory ("no", or "auto" over the budget) is streamed from disk in batches decoded
@@ -125,11 +126,13 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     spec = meta["input"]
     cfg = meta.get("config", {})
     source = data or cfg.get("data", "digits")
-    if val_split is None:
+    if test_split is None:  # ``val_split``: this argument's old name, still accepted
+        test_split = val_split
+    if test_split is None:
         # the run's test fraction: "test_split" since validation splits came in; older
         # configs called it "val_split"
-        val_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
-    splits = load_data(source, val_split=val_split, seed=cfg.get("seed", 0), progress="auto",
+        test_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+    splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0), progress="auto",
                        in_memory=in_memory)
     test = splits.test
     if list(test.classes) != list(meta["classes"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -40,7 +41,11 @@ def register(subs) -> None:
                     EXAMPLES["eval"], cmd_eval)
     e.add_argument("checkpoint", help="checkpoint .safetensors, its .json, or a run directory")
     e.add_argument("--data", help="dataset to test on (default: the one it was trained on)")
-    e.add_argument("--val-split", type=float, help="held-out fraction for data without test/")
+    e.add_argument("--test-split", type=float, dest="test_split",
+                   help="fraction held out for testing when the data has no test/ folder "
+                        "(default: the run's --test-split)")
+    # the old name of --test-split (before validation splits came in), accepted silently
+    e.add_argument("--val-split", type=float, dest="test_split", help=argparse.SUPPRESS)
     e.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     e.add_argument("--in-memory", default="auto", metavar="{auto,yes,no}",
                    help="image folders / .tar.gz: yes (decode the images into memory), no "
@@ -108,7 +113,7 @@ def register(subs) -> None:
 def cmd_eval(args) -> int:
     from cnnlab.inference import evaluate
 
-    r = evaluate(args.checkpoint, data=args.data, device=args.device, val_split=args.val_split,
+    r = evaluate(args.checkpoint, data=args.data, device=args.device, test_split=args.test_split,
                  in_memory=args.in_memory, workers=args.workers)
     print(json.dumps(r.to_dict(), indent=2) if args.json else r.format())
     return 0

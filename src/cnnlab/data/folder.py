@@ -308,7 +308,7 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
         root = root / "train"
     if val_split is None:
         raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
-                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"`cnnlab train` and `cnnlab eval` alike) to hold out "
                         f"a fraction of {root} for testing")
     full = _load_split(root, k("all"), progress)
     tr, te = stratified_split(full.labels, val_split, seed=seed)
@@ -325,7 +325,7 @@ def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed
     has_train = (root / "train").is_dir()
     if not has_train and val_split is None:
         raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
-                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"`cnnlab train` and `cnnlab eval` alike) to hold out "
                         f"a fraction of {root} for testing")
     full = StreamingImageData.from_folder(root / "train" if has_train else root, seed=seed)
     if in_memory == "auto" and full.nbytes <= memory_budget():  # the whole tree is decoded
@@ -342,7 +342,7 @@ def _stream_splits(root: Path, spec: str, name: str, path: Path, val_split, seed
         return DataSplits(name, full, test, source=str(path), notes=[note])
     if val_split is None:
         raise UserError(f"--data {spec}: no test/ folder; pass --test-split F (e.g. 0.2; "
-                        f"`cnnlab eval`: --val-split F) to hold out "
+                        f"`cnnlab train` and `cnnlab eval` alike) to hold out "
                         f"a fraction of {root / 'train'} for testing")
     tr, te = stratified_split(full.labels, val_split, seed=seed)
     return DataSplits(name, full.subset(tr), full.subset(te), source=str(path),

@@ -60,16 +60,22 @@ class LeNet5(Chain):
 
 class MLP(Chain):
     """Multilayer perceptron: ``flatten`` then ``classifier`` = Linear-ReLU-...-Linear
-    (784-2048-1024-10 by default, 3,716,106 parameters)."""
+    (784-2048-1024-10 by default, 3,716,106 parameters); ``dropout`` > 0 adds a Dropout
+    after each hidden ReLU, at the same positions as the torch model."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size=28,
-                 hidden=(2048, 1024)):
+                 hidden=(2048, 1024), dropout: float = 0.0):
         super().__init__()
+        from cnnlab.models.baselines import check_dropout
+
+        check_dropout(dropout)
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         sizes = [in_channels * h * w, *hidden]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(*layers, nn.Linear(sizes[-1], num_classes))
         self.feature_layers = {"last_hidden": f"classifier.{len(layers) - 1}"}

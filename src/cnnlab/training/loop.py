@@ -106,7 +106,7 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
     if Path(cfg.data).expanduser().exists():  # store an absolute path: eval works from anywhere
         cfg.data = str(Path(cfg.data).expanduser().resolve())
     main = engine.dist.main
-    data, val = load_training_data(cfg, progress=main and cfg.progress != "none")
+    data, val = load_training_data(cfg, progress=cfg.progress if main else "none")
     if cfg.batch_size % engine.dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {engine.dist.world} "
                         f"processes")

@@ -83,7 +83,7 @@ def choose_threads(requested: int | None, n_params: int, world: int = 1) -> int:
 
 
 # ------------------------------------------------------------------------------------ data
-def load_training_data(cfg: TrainConfig, progress: bool) -> tuple[DataSplits, object | None]:
+def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object | None]:
     """(data, validation split or None): the run's data after checking batch size and epochs.
 
     The validation split is ``cfg.val_split`` of the training images, stratified by class and

@@ -125,7 +125,7 @@ def save_figure(fig, out: str | Path, dpi: int = 100) -> Path:
 
 def load_split(meta: dict, data: str | None = None, split: str = "test"):
     """The ``split`` ("train"/"test") of ``data`` (default: the data the checkpoint was
-    trained on, with its seed and validation split) as :class:`cnnlab.data.ImageData`, held in
+    trained on, with its seed and test fraction) as :class:`cnnlab.data.ImageData`, held in
     memory; a UserError when its image size or classes do not fit the model."""
     from cnnlab.data import load_data
 
@@ -133,9 +133,12 @@ def load_split(meta: dict, data: str | None = None, split: str = "test"):
     source = data or cfg.get("data", "digits")
     import warnings
 
-    with warnings.catch_warnings():  # the run's --val-split is moot when data has test/
-        warnings.filterwarnings("ignore", message=".*--val-split ignored.*")
-        splits = load_data(source, val_split=cfg.get("val_split"), seed=cfg.get("seed", 0),
+    # the run's test fraction ("test_split"; configs from before validation splits called it
+    # "val_split"), moot when the data has its own test/ folder
+    test_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*--test-split ignored.*")
+        splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0),
                            progress=False, in_memory="yes")
     d = getattr(splits, split)
     spec = meta["input"]
