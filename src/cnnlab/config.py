@@ -59,6 +59,10 @@ class TrainConfig:
     augment: str = "auto"  # "auto", "none", or a spec like "crop:4,flip,jitter:0.4"
     normalize: str = "auto"  # "auto" = per-channel mean/std of the training set; "none";
     # or given as MEAN/STD on the 0..1 scale, e.g. "0.4914,0.4822,0.4465/0.247,0.243,0.261"
+    input_size: str | None = None  # "HxW" in pixels, e.g. "64x64": every image (train, test,
+    # eval, predict) brought to it by `resize`; None: the data's own size
+    resize: str = "bilinear"  # how to reach input_size: "bilinear" (stretch) or "pad" (shrink
+    # to fit keeping the aspect ratio, then centre on black)
     in_memory: str = "auto"  # image folders: "yes" decode all into memory, "no" stream from
     # disk, "auto" stream when decoded > CNNLAB_MEMORY_BUDGET_GB (default 25% of RAM)
     workers: int = 2  # decoding processes when streaming (0: decode in the training process)
@@ -225,7 +229,27 @@ RANGES = {
     "depth": (0, 1000, True, True),  # cnnlab summary --depth
     "stride": (1, 16, True, True),  # cnnlab explain: worked examples on small matrices
     "padding": (0, 16, True, True),
+    "input_side": (1, 4096, True, True),  # each side of input_size "HxW" (--input-size)
 }
+
+RESIZE_POLICIES = ("bilinear", "pad")  # as cnnlab.preprocess.RESIZE_POLICIES
+
+
+def parse_input_size(text, flag: str = "--input-size") -> tuple[int, int]:
+    """``"64x64"`` (or ``"64"``, square) -> (64, 64); else a UserError naming ``flag``, the
+    value and the expected form (each side within ``RANGES["input_side"]``)."""
+    parts = str(text).lower().split("x")
+    try:
+        h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        ok = len(parts) <= 2 and all(RANGES["input_side"][0] <= v <= RANGES["input_side"][1]
+                                     for v in (h, w))
+    except ValueError:
+        ok = False
+    if not ok:
+        lo, hi = RANGES["input_side"][:2]
+        raise UserError(f"{flag} {text}: expected HxW in pixels, e.g. 64x64, each side "
+                        f"{lo} to {hi:,}")
+    return h, w
 
 
 def _num(v) -> str:
@@ -313,6 +337,11 @@ def check_config(d: dict, where: str = "config") -> dict:
             raise UserError(f"{where}: {k}: found {_found(v)}, expected {_expected(kinds)}")
         if k == "model_kwargs":
             _check_kwargs(v, where)
+        if k == "input_size" and v is not None:
+            parse_input_size(v, f"{where}: input_size")
+        if k == "resize" and v not in RESIZE_POLICIES:
+            raise UserError(f"{where}: resize: found {v!r}, expected one of "
+                            f"{', '.join(RESIZE_POLICIES)}")
         if "float" in kinds and isinstance(v, int) and not isinstance(v, bool):
             out[k] = v = float(v)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k in RANGES:

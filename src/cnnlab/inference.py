@@ -138,9 +138,9 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     if list(test.classes) != list(meta["classes"]):
         raise UserError(f"--data {source}: classes {test.classes} differ from the checkpoint's "
                         f"{meta['classes']}")
-    if tuple(test.shape) != (spec["channels"], *spec["size"]):
-        raise UserError(f"--data {source}: images are {'x'.join(map(str, test.shape))}, the "
-                        f"model expects {spec['channels']}x{spec['size'][0]}x{spec['size'][1]}")
+    from cnnlab.data.resize import fit_split_to_spec  # --input-size: resized as in training
+
+    test = fit_split_to_spec(test, meta, source)
     from cnnlab.train import _streaming, predict_logits, predict_logits_stream, topk_accuracy
 
     norm = _norm(spec, device)

@@ -98,9 +98,12 @@ def _open(p: Path) -> Image.Image:
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
 
-def _to_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
+def fit_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
     """Bilinear stretch to (w, h), or "pad": shrink to fit keeping the aspect ratio (never
-    enlarge), then centre on a black (zero) canvas, as MNIST's 28 -> 32 padding does."""
+    enlarge), then centre on a black (zero) canvas, as MNIST's 28 -> 32 padding does.
+
+    The one resize of cnnlab: predict, serve and export apply it to image files, the trainer
+    and ``eval`` to whole splits (:mod:`cnnlab.data.resize`, ``--input-size``)."""
     if im.size == (w, h):
         return im
     if policy == "bilinear":
@@ -133,7 +136,7 @@ def load_image(path, spec: dict, notes: dict | None = None) -> np.ndarray:
     c, (h, w) = spec["channels"], spec["size"]
     colourful = c == 1 and _is_colour(im)
     aspect = (im.width / im.height) / (w / h)
-    im = _to_size(im.convert("L" if c == 1 else "RGB"), h, w, spec.get("resize", "bilinear"))
+    im = fit_size(im.convert("L" if c == 1 else "RGB"), h, w, spec.get("resize", "bilinear"))
     a = np.asarray(im)
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     if notes is not None:

@@ -61,6 +61,11 @@ TRAIN_HELP = {
     "augment": "auto, none, or a list like crop:4,flip,jitter:0.4 (see cnnlab.transforms)",
     "normalize": "auto (per-channel mean/std of the training set), none, or MEAN/STD given "
                  "per channel on the 0..1 scale, e.g. 0.49,0.48,0.45/0.25,0.24,0.26",
+    "input_size": "train (and later eval/predict) at this size, HxW in pixels, e.g. 64x64: "
+                  "every image is resized or padded to it (--resize); recorded in the "
+                  "checkpoint (default: the data's own size)",
+    "resize": "how images reach --input-size: bilinear (stretch) or pad (shrink to fit "
+              "keeping the aspect ratio, then centre on black)",
     "in_memory": "image folders / .tar.gz: yes (decode all into memory), no (stream batches "
                  "from disk with --workers processes), or auto (stream when the decoded "
                  "training set exceeds CNNLAB_MEMORY_BUDGET_GB, default 25%% of RAM)",
@@ -105,6 +110,11 @@ def register(subs) -> None:
                 int if name == "threads" else str)
             if name in RANGES:  # checked at parse time: name, value, allowed range
                 typ = ranged(name, typ)
+            if name == "input_size":  # "HxW", checked at parse time
+                typ = _input_size_arg
+            if name == "resize":
+                t.add_argument(flag, choices=("bilinear", "pad"), default=None, help=h)
+                continue
             t.add_argument(flag, type=typ, default=None, help=h)
 
     a = add_command(subs, "augment-preview",
@@ -115,6 +125,22 @@ def register(subs) -> None:
     a.add_argument("--n", type=int, default=32, help="number of samples (default: 32)")
     a.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     a.add_argument("--out", default="augment-preview.png", help="output PNG")
+
+
+def _input_size_arg(text: str) -> str:
+    """``--input-size HxW``, checked at parse time (:func:`cnnlab.config.parse_input_size`)."""
+    from cnnlab.config import parse_input_size
+    from cnnlab.errors import UserError
+
+    try:
+        h, w = parse_input_size(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--input-size {text}: ")
+                                          .replace("expected", f"{text!r}: expected", 1)) from None
+    return f"{h}x{w}"
+
+
+_input_size_arg.__name__ = "HxW"
 
 
 def cmd_train(args) -> int:

@@ -25,7 +25,7 @@ from cnnlab.training import finetune, log
 from cnnlab.training.evaluation import metrics
 from cnnlab.training.objectives import build_objective
 from cnnlab.training.schedule import lr_factor
-from cnnlab.training.setup import input_spec, load_training_data, model_kwargs_for
+from cnnlab.training.setup import build_model, input_spec, load_training_data, model_kwargs_for
 
 ENGINES = ("torch", "numpy")
 
@@ -111,8 +111,10 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {engine.dist.world} "
                         f"processes")
     spec = input_spec(data, cfg.normalize, cfg.workers)
+    if cfg.input_size or cfg.resize != "bilinear":  # how eval/predict reach the size
+        spec["resize"] = cfg.resize
     mkw = model_kwargs_for(cfg, spec, len(data.classes))
-    engine.build(mkw, spec)
+    build_model(engine, mkw, spec, cfg)  # too small an input: a UserError naming --input-size
     head = engine.head_keys()
     frozen = finetune.frozen_names(engine.model, cfg.freeze, head) if cfg.freeze else set()
     teacher = None

@@ -86,6 +86,9 @@ def choose_threads(requested: int | None, n_params: int, world: int = 1) -> int:
 def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object | None]:
     """(data, validation split or None): the run's data after checking batch size and epochs.
 
+    With ``cfg.input_size`` every split is brought to that size by ``cfg.resize``
+    (:func:`cnnlab.data.resize.apply_input_size`: in memory once, streamed per batch).
+
     The validation split is ``cfg.val_split`` of the training images, stratified by class and
     fixed by the seed (:func:`cnnlab.data.stratified_split`); it is removed from
     ``data.train``. It picks the best checkpoint and drives early stopping, so the test set
@@ -119,7 +122,9 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     if cfg.batch_size > len(data.train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
                         f"({len(data.train)} images)")
-    return data, val
+    from cnnlab.data.resize import apply_input_size  # --input-size: once, as uint8
+
+    return apply_input_size(data, val, cfg.input_size, cfg.resize)
 
 
 def _subset(split, idx):
@@ -199,6 +204,35 @@ def given_stats(text: str, channels: int) -> tuple[list[float], list[float]]:
                         f"comma-separated value(s) each on the 0..1 scale (std > 0), e.g. "
                         f"{','.join(['0.5'] * channels)}/{','.join(['0.25'] * channels)}")
     return mean, std
+
+
+SUGGESTED_SIZES = (32, 48, 64, 96, 128, 160, 224)  # tried for the --input-size hint
+
+
+def build_model(engine, mkw: dict, spec: dict, cfg: TrainConfig) -> None:
+    """``engine.build(mkw, spec)``; a model that refuses an input this small (VGG at 28x28:
+    five halvings reach zero) is a UserError suggesting the smallest ``--input-size`` of
+    :data:`SUGGESTED_SIZES` it builds at (tried on the meta device: no memory, no time)."""
+    try:
+        engine.build(mkw, spec)
+    except ValueError as e:
+        if isinstance(e, UserError) or "too small" not in str(e) or "input_size" not in mkw:
+            raise
+        fits = None
+        for s in (v for v in SUGGESTED_SIZES if v > min(spec["size"])):
+            try:
+                with torch.device("meta"):
+                    model_info(cfg.model).builder(**{**mkw, "input_size": s})
+                fits = s
+                break
+            except ValueError:
+                continue
+        h, w = spec["size"]
+        hint = (f"train it at a larger size, e.g. --input-size {fits}x{fits}" if fits else
+                "use a larger input")
+        why = str(e).split(": ", 1)[-1].split(" Use a larger")[0].rstrip(".")
+        raise UserError(f"--model {cfg.model}: {spec['channels']}x{h}x{w} images are too small "
+                        f"({why}); {hint}") from e
 
 
 def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:

@@ -140,12 +140,9 @@ def load_split(meta: dict, data: str | None = None, split: str = "test"):
         warnings.filterwarnings("ignore", message=".*--test-split ignored.*")
         splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0),
                            progress=False, in_memory="yes")
-    d = getattr(splits, split)
-    spec = meta["input"]
-    if tuple(d.shape) != (spec["channels"], *spec["size"]):
-        raise UserError(f"--data {source}: images are {'x'.join(map(str, d.shape))}, the model "
-                        f"expects {spec['channels']}x{spec['size'][0]}x{spec['size'][1]}")
-    return d
+    from cnnlab.data.resize import fit_split_to_spec  # --input-size: resized as in training
+
+    return fit_split_to_spec(getattr(splits, split), meta, source)
 
 
 def take(n: int, available: int, what: str = "--n") -> int:
