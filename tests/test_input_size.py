@@ -124,6 +124,10 @@ def test_train_eval_predict_apply_the_same_preprocessing(tmp_path, capsys):
     other = _tree(tmp_path / "other", size=24, n=4)
     r = cnnlab.evaluate(str(run), data=str(other), test_split=0.5)
     assert sum(n for _, _, n in r.per_class) == 4
+    capsys.readouterr()
+    for flag in ("--test-split", "--val-split"):  # the old name still works, hidden
+        assert main(["eval", str(run), "--data", str(other), flag, "0.5", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(r.accuracy)
 
 
 @pytest.mark.parametrize("value", ["0x5", "64x", "axb", "64x64x3", "5000x5000", "-3"])

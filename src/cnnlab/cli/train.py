@@ -111,7 +111,8 @@ def register(subs) -> None:
             if name in RANGES:  # checked at parse time: name, value, allowed range
                 typ = ranged(name, typ)
             if name == "input_size":  # "HxW", checked at parse time
-                typ = _input_size_arg
+                t.add_argument(flag, type=_input_size_arg, default=None, metavar="HxW", help=h)
+                continue
             if name == "resize":
                 t.add_argument(flag, choices=("bilinear", "pad"), default=None, help=h)
                 continue

@@ -218,21 +218,26 @@ def build_model(engine, mkw: dict, spec: dict, cfg: TrainConfig) -> None:
     except ValueError as e:
         if isinstance(e, UserError) or "too small" not in str(e) or "input_size" not in mkw:
             raise
-        fits = None
-        for s in (v for v in SUGGESTED_SIZES if v > min(spec["size"])):
-            try:
-                with torch.device("meta"):
-                    model_info(cfg.model).builder(**{**mkw, "input_size": s})
-                fits = s
-                break
-            except ValueError:
-                continue
         h, w = spec["size"]
+        fits = next((s for s in SUGGESTED_SIZES if s > min(h, w) and _builds(cfg.model, mkw, s)),
+                    None)
         hint = (f"train it at a larger size, e.g. --input-size {fits}x{fits}" if fits else
                 "use a larger input")
+        if "small_input" not in mkw and _builds(cfg.model, {**mkw, "small_input": True}, h):
+            hint += " (or keep this size with --model-kwargs '{\"small_input\": true}')"
         why = str(e).split(": ", 1)[-1].split(" Use a larger")[0].rstrip(".")
         raise UserError(f"--model {cfg.model}: {spec['channels']}x{h}x{w} images are too small "
                         f"({why}); {hint}") from e
+
+
+def _builds(model: str, mkw: dict, size: int) -> bool:
+    """Whether ``model`` builds with ``mkw`` at ``input_size=size`` (on the meta device)."""
+    try:
+        with torch.device("meta"):
+            model_info(model).builder(**{**mkw, "input_size": size})
+        return True
+    except (ValueError, TypeError):
+        return False
 
 
 def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:

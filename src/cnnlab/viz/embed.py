@@ -25,7 +25,7 @@ from torch import nn
 from cnnlab.errors import UserError
 from cnnlab.viz.common import batched, get_layer
 
-EMBED_METHODS = ("tsne", "pca", "umap")
+EMBED_METHODS = ("tsne", "tsne-sklearn", "pca", "umap")
 
 
 def head_linear(model: nn.Module) -> str:
@@ -60,9 +60,15 @@ def features(model: nn.Module, x: torch.Tensor, layer: str | None = None,
 
 
 def embed_2d(z: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """(N, F) -> (N, 2). t-SNE: scikit-learn's Barnes-Hut ``TSNE`` (perplexity 30, PCA
-    init) after PCA to 50 dimensions (as van der Maaten recommends; it also makes the
-    neighbour search cheap); PCA: the first two components; UMAP: umap-learn if installed."""
+    """(N, F) -> (N, 2). All t-SNE runs use perplexity 30 and PCA init, after PCA to 50
+    dimensions (as van der Maaten recommends; it also makes the neighbour search cheap).
+
+    - ``tsne``: openTSNE's FFT-interpolated gradients (Linderman et al. 2019), 250 early-
+      exaggeration + 500 iterations, on all cores; without openTSNE installed, scikit-learn's
+      Barnes-Hut with 500 iterations (``max_iter``) instead of 1000.
+    - ``tsne-sklearn``: scikit-learn's Barnes-Hut ``TSNE`` with its 1000 iterations.
+    - ``pca``: the first two components; ``umap``: umap-learn if installed.
+    benchmarks/bench_viz.py (part tsne) compares their speed and 5-NN accuracy."""
     if method not in EMBED_METHODS:
         raise UserError(f"--method {method}: expected one of {', '.join(EMBED_METHODS)}")
     z = np.asarray(z, dtype=np.float32)
@@ -77,11 +83,25 @@ def embed_2d(z: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
             raise UserError("--method umap: umap-learn is not installed "
                             "(pip install umap-learn); use tsne or pca") from None
         return umap.UMAP(random_state=seed).fit_transform(z)
-    from sklearn.manifold import TSNE
-
     if z.shape[1] > 50:
         z = PCA(50, random_state=seed).fit_transform(z)
-    return TSNE(2, init="pca", random_state=seed, n_jobs=-1).fit_transform(z)
+    if method == "tsne-sklearn":
+        return tsne_sklearn(z, seed, max_iter=1000)
+    try:
+        import openTSNE
+    except ImportError:  # optional dependency: same objective, fewer Barnes-Hut iterations
+        return tsne_sklearn(z, seed, max_iter=500)
+    return np.asarray(openTSNE.TSNE(2, perplexity=30, initialization="pca",
+                                    negative_gradient_method="fft", n_jobs=-1,
+                                    random_state=seed, verbose=False).fit(z))
+
+
+def tsne_sklearn(z: np.ndarray, seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """scikit-learn's Barnes-Hut t-SNE of (N, F) ``z`` on all cores, PCA init."""
+    from sklearn.manifold import TSNE
+
+    return TSNE(2, init="pca", random_state=seed, n_jobs=-1,
+                max_iter=max(max_iter, 250)).fit_transform(z)
 
 
 def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
@@ -155,7 +175,7 @@ def embed_figure(result: dict, labels: np.ndarray, classes: list[str], method: s
                        alpha=0.7, linewidths=0)
         if thumbs is not None:
             _thumbnails(ax, p, to_display(thumbs))
-        label = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}.get(method, method)
+        label = {"tsne": "t-SNE", "tsne-sklearn": "t-SNE", "pca": "PCA", "umap": "UMAP"}.get(method, method)
         ax.set_title(f"{name}: {r['what']} ({r['dims']} dims)\n{label}; {k}-NN accuracy "
                      f"in this 2-D map: {r['knn_accuracy']:.1%}", fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
