@@ -15,6 +15,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: one torch thread avoids OpenMP spin-waits that dominate on a busy 2-core
+    machine (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def shared_dataset(name: str) -> Path:
     p = SHARED / "datasets" / name
     if not p.exists():

@@ -14,13 +14,7 @@ from cnnlab.viz.activations import capture_activations, stages
 from cnnlab.viz.gradcam import grad_cam
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waits that dominate on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_cam(maps_fn, head_fn, x, target):

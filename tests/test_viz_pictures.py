@@ -14,12 +14,7 @@ from cnnlab.scratch.explain import CENTER_FILTER, LECTURE_FILTER, LECTURE_IMAGE,
 from cnnlab.viz.kernel import LUMA, apply_kernel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- kernel -------------------------------------------------------------------------------
