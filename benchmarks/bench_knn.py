@@ -4,7 +4,8 @@
 
 Measures in one process, alternating the contestants in each round: scikit-learn's
 ``KNeighborsClassifier(algorithm="brute")`` (fit + predict on float32 pixels), cnnlab's exact
-mode and its fast mode (PCA-64, float32). Reports the median time of each, the ratio to
+mode and its fast mode (PCA to ``--pca`` dimensions, float32; several values give one row
+each). Reports the median time of each, the ratio to
 scikit-learn in the same run, accuracy, and whether the exact mode's predictions equal
 scikit-learn's. Goals (issue 14): exact <= scikit-learn's time with identical predictions;
 fast >= 4x faster than scikit-learn within 0.3 points of its accuracy.
@@ -27,6 +28,8 @@ def main():
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-test", type=int, default=None, help="first N test images only")
+    ap.add_argument("--pca", default="64", help="fast mode's PCA dimensions, comma-separated "
+                    "(default 64, the KNN default)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
@@ -48,10 +51,11 @@ def main():
     def exact():
         return KNN(args.k, mode="exact").fit(xtr, ytr).predict(xte)
 
-    def fast():
-        return KNN(args.k, mode="fast").fit(xtr, ytr).predict(xte)
+    def fast(q):
+        return lambda: KNN(args.k, mode="fast", pca=q).fit(xtr, ytr).predict(xte)
 
-    runs = {"sklearn brute": sk, "cnnlab exact": exact, "cnnlab fast (PCA-64)": fast}
+    runs = {"sklearn brute": sk, "cnnlab exact": exact}
+    runs.update({f"cnnlab fast (PCA-{q})": fast(q) for q in map(int, args.pca.split(","))})
     times = {k: [] for k in runs}
     preds = {}
     for _ in range(args.repeats):

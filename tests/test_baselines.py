@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.baselines.bovw import KMeansFeatures, kmeans, normalize, patches, train_linear
+from cnnlab.baselines.bovw import (KMeansFeatures, kmeans, normalize, patches, train_linear,
+                                   train_ridge)
 from cnnlab.baselines.compare import parse_methods
 from cnnlab.baselines.knn import KNN
 from cnnlab.cli import main
@@ -123,6 +124,24 @@ def test_train_linear_separates_blobs():
     f = torch.from_numpy((centres[y] + rng.normal(0, 0.5, (300, 5))).astype(np.float32))
     predict = train_linear(f, y, iters=50)
     assert (predict(f) == y).mean() > 0.98
+
+
+def test_train_ridge_equals_sklearn_ridge_classifier():
+    from sklearn.linear_model import RidgeClassifier
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 400)
+    f = torch.from_numpy((rng.normal(0, 1, (4, 12))[y] + rng.normal(0, 1.5, (400, 12)) * [
+        rng.uniform(0.5, 20, 12)]).astype(np.float32))
+    predict = train_ridge(f, y, lams=(10.0,))
+    z = ((f - f.mean(0)) / (f.var(0) + 0.01).sqrt()).double().numpy()
+    ref = RidgeClassifier(alpha=predict.lam_all).fit(z, y)
+    np.testing.assert_allclose(predict.coef.numpy(), ref.coef_.T, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(predict.intercept.numpy(), ref.intercept_, atol=1e-5)
+    assert (predict(f) == ref.predict(z)).mean() > 0.99
+    # lam chosen on the held-out tenth: the best there, never from the test set
+    pick = train_ridge(f, y, lams=(1e-3, 1e6))
+    assert pick.lam == max(pick.holdout_acc, key=lambda v: (pick.holdout_acc[v], v))
 
 
 def test_compare_bad_input(capsys):

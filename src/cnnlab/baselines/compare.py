@@ -59,7 +59,7 @@ def _knn_row(m, data, k):
 
 
 def _bovw_row(m, data, seed, k_words=None):
-    from cnnlab.baselines.bovw import KMeansFeatures, train_linear
+    from cnnlab.baselines.bovw import KMeansFeatures, train_ridge
 
     hard = m == "bovw"
     k_words = k_words or (400 if hard else 1600)
@@ -67,7 +67,7 @@ def _bovw_row(m, data, seed, k_words=None):
                         n_patches=min(200_000, 100 * len(data.train)), seed=seed)
     t0 = time.perf_counter()
     f_train = fe.fit(data.train.images).transform(data.train.images)
-    predict = train_linear(f_train, data.train.labels, seed=seed)
+    predict = train_ridge(f_train, data.train.labels, seed=seed)
     t1 = time.perf_counter()
     pred = predict(fe.transform(data.test.images))
     t2 = time.perf_counter()
@@ -75,7 +75,8 @@ def _bovw_row(m, data, seed, k_words=None):
     return {"accuracy": float((pred == data.test.labels).mean()), "size": params,
             "size_unit": "params", "train_s": t1 - t0,
             "predict_ms": 1000 * (t2 - t1) / len(data.test),
-            "detail": f"{k_words} words, {'hard histogram' if hard else 'triangle, 4 quadrants'}, 6x6 stride 2"}
+            "detail": f"{k_words} words, {'hard histogram' if hard else 'triangle, 4 quadrants'}, "
+                      f"6x6 stride 2, ridge"}
 
 
 def _trained_row(m, spec, epochs, seed):
