@@ -19,6 +19,8 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,6 +33,9 @@ def main():
                     help="a stratified random subset of N training images")
     ap.add_argument("--classifier", choices=("ridge", "softmax"), default="ridge")
     ap.add_argument("--l2", type=float, default=1e-4, help="softmax classifier's L2 penalty")
+    ap.add_argument("--flip", action="store_true",
+                    help="ridge only: also train on the mirrored training images, and score each "
+                         "test image as the mean of its own and its mirror's scores")
     ap.add_argument("--sklearn-kmeans", action="store_true")
     ap.add_argument("--json", help="append results (JSON lines) here")
     args = ap.parse_args()
@@ -56,8 +61,17 @@ def main():
             t1 = time.perf_counter()
             ftr = fe.transform(xtr)
             fte = fe.transform(d.test.images)
+            if args.flip:
+                ftr = torch.cat([ftr, fe.transform(xtr[..., ::-1].copy())])
+                fte_mirror = fe.transform(d.test.images[..., ::-1].copy())
             t2 = time.perf_counter()
-            if args.classifier == "ridge":
+            if args.classifier == "ridge" and args.flip:
+                ridge = train_ridge(ftr, np.concatenate([ytr, ytr]))
+                detail = f"ridge lam {ridge.lam:g}, mirrored images"
+
+                def predict(f, ridge=ridge):  # f is fte: add its mirror's scores
+                    return (ridge.scores(f) + ridge.scores(fte_mirror)).argmax(1).numpy()
+            elif args.classifier == "ridge":
                 predict = train_ridge(ftr, ytr)
                 detail = f"ridge lam {predict.lam:g}"
             else:
@@ -81,7 +95,6 @@ def main():
 
 def _kmeans_side_by_side(fe, xtr, k, kmeans):
     """cnnlab's k-means vs scikit-learn's on the same whitened patches and initial centroids."""
-    import numpy as np
     import torch
     from sklearn.cluster import KMeans
 

@@ -240,7 +240,8 @@ def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
     ``holdout`` fraction of the training set (never the test set), then the classifier is
     refit on all of it with ``lam`` scaled to its size; the Gram matrices of both parts are
     computed once and added. Returns ``predict(features) -> labels (M,) numpy`` with
-    ``.lam``, ``.holdout_acc`` (per lam), ``.coef`` (D, classes) and ``.intercept``."""
+    ``.scores(features) -> (M, classes)``, ``.lam``, ``.holdout_acc`` (per lam), ``.coef``
+    (D, classes) and ``.intercept``."""
     import torch
 
     from cnnlab.data import stratified_split
@@ -267,9 +268,13 @@ def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
     w = torch.linalg.solve(g_fit + g_val + lam_all * eye, b_fit + b_val).float()
     mu, sd = mu.float(), sd.float()
 
-    def predict(f):
-        return (((f - mu) / sd) @ w + b).argmax(1).numpy()
+    def scores(f):
+        return ((f - mu) / sd) @ w + b
 
+    def predict(f):
+        return scores(f).argmax(1).numpy()
+
+    predict.scores = scores
     predict.lam, predict.holdout_acc, predict.coef, predict.intercept = lam, scores, w, b
     predict.lam_all = lam_all
     return predict

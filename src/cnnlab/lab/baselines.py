@@ -36,7 +36,7 @@ def run(ctx):
         plan = [QUICK] if ctx.quick else [(C.dataset(k), m, e) for k, m, e in FULL]
     rep = new_report(ctx, ["`cnnlab compare` per dataset: k-NN k=3 (exact L2; fast = PCA-64 "
                            "float32), bag of words (400 words, hard histograms) and Coates et "
-                           "al. features (1,600 centroids, triangle, stride 2) with a softmax "
+                           "al. features (1,600 centroids, triangle, stride 2) with a ridge "
                            "classifier, and linear / MLP / LeNet-5 trained by `cnnlab train`",
                            "size: parameters, or for k-NN the bytes of training data it stores; "
                            "times on this machine (shared, so only ratios within one table "
