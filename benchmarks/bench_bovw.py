@@ -66,7 +66,9 @@ def main():
                 fte_mirror = fe.transform(d.test.images[..., ::-1].copy())
             t2 = time.perf_counter()
             if args.classifier == "ridge" and args.flip:
-                ridge = train_ridge(ftr, np.concatenate([ytr, ytr]))
+                n = len(ytr)  # an image and its mirror stay on one side of the held-out split
+                ridge = train_ridge(ftr, np.concatenate([ytr, ytr]),
+                                    groups=np.concatenate([np.arange(n), np.arange(n)]))
                 detail = f"ridge lam {ridge.lam:g}, mirrored images"
 
                 def predict(f, ridge=ridge):  # f is fte: add its mirror's scores

@@ -142,6 +142,11 @@ def test_train_ridge_equals_sklearn_ridge_classifier():
     # lam chosen on the held-out tenth: the best there, never from the test set
     pick = train_ridge(f, y, lams=(1e-3, 1e6))
     assert pick.lam == max(pick.holdout_acc, key=lambda v: (pick.holdout_acc[v], v))
+    # groups (an image and its mirror): whole groups on one side of the held-out split
+    from cnnlab.baselines.bovw import _holdout_split
+
+    fit, val = _holdout_split(np.concatenate([y, y]), 0.1, 0, np.tile(np.arange(400), 2))
+    assert len(val) == 80 and not set((fit % 400).tolist()) & set((val % 400).tolist())
 
 
 def test_compare_bad_input(capsys):

@@ -231,20 +231,34 @@ def _gram(z, targets, chunk: int = 4096):
     return g, b
 
 
+def _holdout_split(y: np.ndarray, holdout: float, seed: int, groups=None):
+    """Row indices (fit, held out): stratified by label, by whole groups when given."""
+    import torch
+
+    from cnnlab.data import stratified_split
+
+    if groups is None:
+        return (torch.as_tensor(i) for i in stratified_split(y, holdout, seed))
+    groups = np.asarray(groups)
+    ids, first = np.unique(groups, return_index=True)
+    _, val_g = stratified_split(y[first], holdout, seed)
+    val = np.isin(groups, ids[val_g])
+    return torch.as_tensor(np.flatnonzero(~val)), torch.as_tensor(np.flatnonzero(val))
+
+
 def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
-                holdout: float = 0.1, seed: int = 0):
+                holdout: float = 0.1, seed: int = 0, groups=None):
     """One-vs-all regularised least squares on standardised features, in closed form:
     ``W = (Z^T Z + lam I)^-1 Z^T (Y - mean Y)`` and intercept ``mean Y``, targets +1 / -1 (the
     squared loss of Coates et al.'s L2-SVM without its hinge; scikit-learn's
     ``RidgeClassifier``). ``lam`` is chosen from ``lams`` by accuracy on a stratified
     ``holdout`` fraction of the training set (never the test set), then the classifier is
     refit on all of it with ``lam`` scaled to its size; the Gram matrices of both parts are
-    computed once and added. Returns ``predict(features) -> labels (M,) numpy`` with
+    computed once and added. ``groups`` (N,): rows with one group id (an image and its
+    mirror) fall on the same side of the split, so the held-out part stays unseen. Returns ``predict(features) -> labels (M,) numpy`` with
     ``.scores(features) -> (M, classes)``, ``.lam``, ``.holdout_acc`` (per lam), ``.coef``
     (D, classes) and ``.intercept``."""
     import torch
-
-    from cnnlab.data import stratified_split
 
     y = torch.as_tensor(np.asarray(y_train)).long()
     classes = int(y.max()) + 1
@@ -254,7 +268,7 @@ def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
     t[torch.arange(len(z)), y] = 1.0
     b = t.mean(0)
     t -= b  # the intercept is the targets' mean: the columns of z have mean 0
-    fit_idx, val_idx = (torch.as_tensor(i) for i in stratified_split(y.numpy(), holdout, seed))
+    fit_idx, val_idx = _holdout_split(y.numpy(), holdout, seed, groups)
     g_fit, b_fit = _gram(z[fit_idx], t[fit_idx])
     g_val, b_val = _gram(z[val_idx], t[val_idx])
     eye = torch.eye(z.shape[1], dtype=torch.float64)
@@ -268,13 +282,13 @@ def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
     w = torch.linalg.solve(g_fit + g_val + lam_all * eye, b_fit + b_val).float()
     mu, sd = mu.float(), sd.float()
 
-    def scores(f):
+    def decision(f):
         return ((f - mu) / sd) @ w + b
 
     def predict(f):
-        return scores(f).argmax(1).numpy()
+        return decision(f).argmax(1).numpy()
 
-    predict.scores = scores
+    predict.scores = decision
     predict.lam, predict.holdout_acc, predict.coef, predict.intercept = lam, scores, w, b
     predict.lam_all = lam_all
     return predict
