@@ -6,10 +6,11 @@ time for each encoding and vocabulary size.
 
 Per configuration: vocabulary fit (whitening + k-means on ``--patches`` random 6x6
 patches), encoding of the 50,000 training and 10,000 test images, the linear classifier
-(``--classifier ridge``: closed-form one-vs-all least squares, its penalty chosen on a tenth of
-the training set; ``softmax``: L-BFGS), total time and test accuracy. ``--sklearn-kmeans`` also times scikit-learn's KMeans (Lloyd,
-same initial centroids, same iterations) on the same whitened patches, side by side with
-cnnlab's k-means. Coates et al. report 77.9% (1,600 centroids) and 79.6% (4,000) with stride 1
+(``--classifier ridge``: closed-form one-vs-all least squares, its penalty chosen on a tenth
+of the training set; ``softmax``: L-BFGS), total time and test accuracy. ``--flip`` adds the
+mirrored images. ``--sklearn-kmeans`` also times scikit-learn's KMeans (Lloyd, same initial
+centroids, same iterations) on the same whitened patches, side by side with cnnlab's
+k-means. Coates et al. report 77.9% (1,600 centroids) and 79.6% (4,000) with stride 1
 and an L2-SVM; the goal here is >= 75% within 10 minutes on a 2-core CPU.
 """
 

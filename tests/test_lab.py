@@ -107,3 +107,18 @@ def test_quick_gap_vs_fc(quick_runs):
                                   "augmentation", "degradation", "baselines"])
 def test_quick_runs(quick_runs, name):
     _run(name, quick_runs)
+
+
+def test_quick_distillation_and_rerun_reuses_finished_networks(quick_runs):
+    res = _run("distillation", quick_runs)
+    (seed_res,) = res["results"]["per_seed"]
+    assert all(0.5 < seed_res[k] <= 1 for k in ("teacher", "student", "distilled"))
+    report = (quick_runs / "distillation" / "report.md").read_text()
+    assert "**Per seed**" in report and "Hinton et al. errors" in report
+    # rerun into the same directory: the finished networks are read back, not retrained
+    runs = sorted((quick_runs / "distillation" / "runs").rglob("*.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    again = lab.run_experiment("distillation", quick=True, out=quick_runs / "distillation",
+                               log=lambda m: None)
+    assert again["results"]["per_seed"] == res["results"]["per_seed"]
+    assert [p.stat().st_mtime_ns for p in runs] == stamps and len(runs) >= 6

@@ -255,9 +255,10 @@ def train_ridge(f_train, y_train, lams=(1.0, 10.0, 100.0, 1000.0, 10000.0),
     ``holdout`` fraction of the training set (never the test set), then the classifier is
     refit on all of it with ``lam`` scaled to its size; the Gram matrices of both parts are
     computed once and added. ``groups`` (N,): rows with one group id (an image and its
-    mirror) fall on the same side of the split, so the held-out part stays unseen. Returns ``predict(features) -> labels (M,) numpy`` with
-    ``.scores(features) -> (M, classes)``, ``.lam``, ``.holdout_acc`` (per lam), ``.coef``
-    (D, classes) and ``.intercept``."""
+    mirror) fall on the same side of the split, so the held-out part stays unseen.
+    Returns ``predict(features) -> labels (M,) numpy`` with ``.scores(features) -> (M,
+    classes)``, ``.lam``, ``.holdout_acc`` (per lam), ``.coef`` (D, classes) and
+    ``.intercept``."""
     import torch
 
     y = torch.as_tensor(np.asarray(y_train)).long()

@@ -76,8 +76,8 @@ def mlp_trio(ctx, data: str, seed: int, epochs: tuple[int, int], T: float,
     d = _train(root / "distilled", **student, teacher=str(root / "teacher"),
                kd_temperature=T, kd_alpha=alpha)
     res = {k: r["test_accuracy"] for k, r in (("teacher", t), ("student", s), ("distilled", d))}
-    res["train_seconds"] = sum(r["seconds"] for r in (t, s, d))  # as trained, even if resumed
     ctx.log(f"seed {seed}: " + ", ".join(f"{k} {v:.2%}" for k, v in res.items()))
+    res["train_seconds"] = sum(r["seconds"] for r in (t, s, d))  # as trained, even if resumed
     return res
 
 
