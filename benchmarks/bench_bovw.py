@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--sklearn-kmeans", action="store_true")
     ap.add_argument("--json", help="append results (JSON lines) here")
     args = ap.parse_args()
+    if args.flip and args.classifier != "ridge":
+        ap.error("--flip needs --classifier ridge")
 
     import torch
 
@@ -71,17 +73,16 @@ def main():
                 ridge = train_ridge(ftr, np.concatenate([ytr, ytr]),
                                     groups=np.concatenate([np.arange(n), np.arange(n)]))
                 detail = f"ridge lam {ridge.lam:g}, mirrored images"
-
-                def predict(f, ridge=ridge):  # f is fte: add its mirror's scores
-                    return (ridge.scores(f) + ridge.scores(fte_mirror)).argmax(1).numpy()
-            elif args.classifier == "ridge":
-                predict = train_ridge(ftr, ytr)
-                detail = f"ridge lam {predict.lam:g}"
+                t3 = time.perf_counter()
+                pred = (ridge.scores(fte) + ridge.scores(fte_mirror)).argmax(1).numpy()
             else:
-                predict = train_linear(ftr, ytr, l2=args.l2)
-                detail = f"softmax l2 {args.l2:g}"
-            t3 = time.perf_counter()
-            acc = float((predict(fte) == d.test.labels).mean())
+                predict = (train_ridge(ftr, ytr) if args.classifier == "ridge" else
+                           train_linear(ftr, ytr, l2=args.l2))
+                detail = (f"ridge lam {predict.lam:g}" if args.classifier == "ridge" else
+                          f"softmax l2 {args.l2:g}")
+                t3 = time.perf_counter()
+                pred = predict(fte)
+            acc = float((pred == d.test.labels).mean())
             row = {"encoding": enc, "k": k, "stride": args.stride, "features": fe.dim,
                    "n_train": len(xtr), "classifier": detail, "fit_s": t1 - t0,
                    "encode_s": t2 - t1, "classifier_s": t3 - t2, "total_s": t3 - t0,

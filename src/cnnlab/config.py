@@ -232,7 +232,12 @@ RANGES = {
     "input_side": (1, 4096, True, True),  # each side of input_size "HxW" (--input-size)
 }
 
-RESIZE_POLICIES = ("bilinear", "pad")  # as cnnlab.preprocess.RESIZE_POLICIES
+
+
+def run_test_split(cfg: dict) -> float | None:
+    """A saved run's test fraction: ``test_split`` since validation splits came in; configs
+    written before called it ``val_split``."""
+    return cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
 
 
 def parse_input_size(text, flag: str = "--input-size") -> tuple[int, int]:
@@ -339,6 +344,8 @@ def check_config(d: dict, where: str = "config") -> dict:
             _check_kwargs(v, where)
         if k == "input_size" and v is not None:
             parse_input_size(v, f"{where}: input_size")
+        from cnnlab.preprocess import RESIZE_POLICIES  # torch-free
+
         if k == "resize" and v not in RESIZE_POLICIES:
             raise UserError(f"{where}: resize: found {v!r}, expected one of "
                             f"{', '.join(RESIZE_POLICIES)}")

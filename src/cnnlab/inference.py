@@ -129,9 +129,9 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     if test_split is None:  # ``val_split``: this argument's old name, still accepted
         test_split = val_split
     if test_split is None:
-        # the run's test fraction: "test_split" since validation splits came in; older
-        # configs called it "val_split"
-        test_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+        from cnnlab.config import run_test_split
+
+        test_split = run_test_split(cfg)
     splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0), progress="auto",
                        in_memory=in_memory)
     test = splits.test

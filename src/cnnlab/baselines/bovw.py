@@ -238,7 +238,7 @@ def _holdout_split(y: np.ndarray, holdout: float, seed: int, groups=None):
     from cnnlab.data import stratified_split
 
     if groups is None:
-        return (torch.as_tensor(i) for i in stratified_split(y, holdout, seed))
+        return tuple(torch.as_tensor(i) for i in stratified_split(y, holdout, seed))
     groups = np.asarray(groups)
     ids, first = np.unique(groups, return_index=True)
     _, val_g = stratified_split(y[first], holdout, seed)

@@ -155,7 +155,8 @@ def _register_learned(kinds) -> None:
 
     p = add_command(kinds, "embed", HELP["embed"], EXAMPLES["embed"], _run("embed"))
     p.add_argument("checkpoint", help=ck)
-    p.add_argument("--method", default="tsne", help="tsne (default: openTSNE, else scikit-learn), tsne-sklearn, pca or umap")
+    p.add_argument("--method", default="tsne", help="tsne (default: openTSNE, else "
+                   "scikit-learn), tsne-sklearn, pca or umap")
     p.add_argument("--n", type=int, default=2000, help="test images (default 2000)")
     p.add_argument("--layer", help="feature layer (default: the input of the classifier head)")
     p.add_argument("--pixels", action="store_true", default=True,

@@ -121,14 +121,14 @@ class Explorer:
     # ---- test samples -----------------------------------------------------------------------
     def samples(self):
         """The test split of the checkpoint's dataset (loaded on first use)."""
+        from cnnlab.config import run_test_split
         from cnnlab.data import ImageData, load_data
 
         with self._samples_lock:
             if self._samples is None:
                 cfg = self.meta.get("config") or {}
                 source = cfg.get("data", "digits")
-                # the run's held-out fraction ("test_split"; older configs: "val_split")
-                split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+                split = run_test_split(cfg)
                 try:
                     test = load_data(source, val_split=split,
                                      seed=cfg.get("seed", 0), progress=False).test

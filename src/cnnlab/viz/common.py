@@ -133,9 +133,9 @@ def load_split(meta: dict, data: str | None = None, split: str = "test"):
     source = data or cfg.get("data", "digits")
     import warnings
 
-    # the run's test fraction ("test_split"; configs from before validation splits called it
-    # "val_split"), moot when the data has its own test/ folder
-    test_split = cfg["test_split"] if "test_split" in cfg else cfg.get("val_split")
+    from cnnlab.config import run_test_split
+
+    test_split = run_test_split(cfg)  # moot when the data has its own test/ folder
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*--test-split ignored.*")
         splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0),

@@ -176,7 +176,8 @@ def embed_figure(result: dict, labels: np.ndarray, classes: list[str], method: s
                        alpha=0.7, linewidths=0)
         if thumbs is not None:
             _thumbnails(ax, p, to_display(thumbs))
-        label = {"tsne": "t-SNE", "tsne-sklearn": "t-SNE", "pca": "PCA", "umap": "UMAP"}.get(method, method)
+        label = {"tsne": "t-SNE", "tsne-sklearn": "t-SNE", "pca": "PCA",
+                 "umap": "UMAP"}.get(method, method)
         ax.set_title(f"{name}: {r['what']} ({r['dims']} dims)\n{label}; {k}-NN accuracy "
                      f"in this 2-D map: {r['knn_accuracy']:.1%}", fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
