@@ -52,14 +52,15 @@ def onecycle(t: float) -> float:
 def fit(model, xtr, ytr, xte, yte, *, epochs: int, lr: float, seed: int = 0,
         batch_size: int = 64, weight_decay: float = 5e-4, momentum: float = 0.9,
         prep=None, augment: str = "none", schedule: str = "onecycle",
-        eval_train: bool = False, threads: int | None = None) -> dict:
+        eval_train: bool = False, threads: int | None = None, log=None) -> dict:
     """Train ``model`` with SGD (Nesterov) on uint8 tensors ``xtr (N, C, H, W)``, ``ytr (N,)``.
 
     ``prep(x)``: float images in [0, 1] -> network input (default: x). ``augment``: a
     ``--augment`` spec applied to the [0, 1] images before ``prep``. Returns a dict with
     per-epoch lists ``train_loss``, ``train_acc`` (running, over the epoch), ``test_acc``,
     ``train_eval_acc`` (clean pass over the training set, if ``eval_train``), ``seconds``,
-    and ``diverged`` (True when the loss became NaN/inf: training stops there).
+    and ``diverged`` (True when the loss became NaN/inf: training stops there). ``log(msg)``,
+    if given, gets one progress line per epoch.
     """
     import torch
     import torch.nn.functional as F
@@ -114,6 +115,10 @@ def fit(model, xtr, ytr, xte, yte, *, epochs: int, lr: float, seed: int = 0,
         hist["test_acc"].append(accuracy(model, xte, yte, prep))
         if eval_train:
             hist["train_eval_acc"].append(accuracy(model, xtr, ytr, prep))
+        if log is not None:
+            log(f"  epoch {epoch + 1}/{epochs}: loss {hist['train_loss'][-1]:.4f}, train "
+                f"{100 * hist['train_acc'][-1]:.1f}%, test {100 * hist['test_acc'][-1]:.1f}% "
+                f"({time.perf_counter() - t0:.0f} s)")
     hist["seconds"] = time.perf_counter() - t0
     return hist
 

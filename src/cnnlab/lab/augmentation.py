@@ -34,7 +34,7 @@ def run(ctx):
             m = build("gap", xtr.shape[1], xtr.shape[2], len(classes), w)
             ctx.log(f"augmentation: {name}, seed {seed}")
             h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
-                      augment=spec_aug, eval_train=True)
+                      augment=spec_aug, eval_train=True, log=ctx.log)
             res[name]["runs"].append(h)
     rep = new_report(ctx, [f"data: {len(xtr)} training images of {spec} "
                            f"({len(xtr) / len(d.train):.0%}, stratified), all {len(xte)} test images",

@@ -39,7 +39,7 @@ def run(ctx):
                             shortcut=shortcut)
             ctx.log(f"degradation: {name}")
             h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=lr, seed=seeds[0], prep=prep,
-                      augment=aug, weight_decay=1e-4)
+                      augment=aug, weight_decay=1e-4, log=ctx.log)
             res[name] = {"train_err": [1 - a for a in h["train_acc"]],
                          "test_err": [1 - a for a in h["test_acc"]],
                          "params": C.count_params(m), "seconds": h["seconds"]}

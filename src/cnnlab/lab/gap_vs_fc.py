@@ -53,7 +53,7 @@ def run(ctx):
             m = build(head, xtr.shape[1], xtr.shape[2], len(classes), w)
             ctx.log(f"gap-vs-fc: {head} head, seed {seed}")
             h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
-                      eval_train=True)
+                      eval_train=True, log=ctx.log)
             res[head]["test"].append(h["test_acc"][-1])
             res[head]["train"].append(h["train_eval_acc"][-1])
             curves.setdefault(head, h)

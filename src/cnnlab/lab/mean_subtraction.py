@@ -48,7 +48,7 @@ def run(ctx):
                               num_classes=len(classes))
                 ctx.log(f"mean-subtraction: {name}, lr {lr}, seed {seed}")
                 h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=lr, seed=seed, prep=prep,
-                          weight_decay=0.0)
+                          weight_decay=0.0, log=ctx.log)
                 div += h["diverged"]
                 accs.append(0.0 if h["diverged"] else h["test_acc"][-1])
             res[name][lr] = {"acc": accs, "diverged": div}

@@ -66,7 +66,7 @@ def run(ctx):
                     num_classes=len(classes))
     ctx.log("pixel-distance: training LeNet-5")
     h = C.fit(cnn, xtr, ytr, xte, yte, epochs=3, lr=0.05, seed=ctx.seed,
-              prep=prep, augment="crop:2")
+              prep=prep, augment="crop:2", log=ctx.log)
     cps, d = copies(xte)
     # darkening or masking can only reach distances up to the image's own norm: keep the
     # test images whose shifted copy is no farther than that, so all three copies match

@@ -63,7 +63,8 @@ def run_one(ctx, spec, seeds, epochs, width, n_train):
             torch.manual_seed(seed)
             m = net(kind, xtr.shape[1], xtr.shape[2], len(classes), width)
             ctx.log(f"pooling: {kind} on {C.kind_of(spec)}, seed {seed}")
-            h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep)
+            h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
+                      log=ctx.log)
             res[kind]["test"].append(h["test_acc"][-1])
             res[kind]["train"].append(C.accuracy(m, xtr[:10_000], ytr[:10_000], prep))
         res[kind]["params"] = C.count_params(m)

@@ -59,7 +59,8 @@ def run(ctx):
             torch.manual_seed(seed)
             m = build(kind, c, len(classes), w)
             ctx.log(f"small-filters: {kind}, seed {seed}")
-            h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep)
+            h = C.fit(m, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
+                      log=ctx.log)
             res[kind]["test"].append(h["test_acc"][-1])
             res[kind]["train"].append(h["train_acc"][-1])
     rep = new_report(ctx, [f"data: {spec}, {len(xtr)} training / {len(xte)} test images",

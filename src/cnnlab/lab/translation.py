@@ -75,7 +75,8 @@ def run(ctx):
             torch.manual_seed(seed)
             model = build()
             ctx.log(f"translation: {name}, seed {seed}")
-            C.fit(model, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep)
+            C.fit(model, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
+                    log=ctx.log)
             acc[name]["shift"].append([shifted_acc(model, xte, yte, s, prep) for s in shifts])
             acc[name]["crop"].append([C.accuracy(model, crop_zoom(xte, k), yte, prep) for k in CROPS])
     rep = new_report(ctx, [f"data: {spec} ({len(xtr)} training, {len(xte)} test images, "
