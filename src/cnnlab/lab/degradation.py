@@ -51,12 +51,14 @@ def run(ctx):
                            f"16/32/64, batch norm), depths {depths[0]} and {depths[1]}",
                            f"{epochs} epochs, SGD (Nesterov) one-cycle peak lr {lr}, weight "
                            f"decay 1e-4, augmentation {aug}; seed {ctx.seed}",
-                           "train error: running error over each epoch (with augmentation), "
-                           "as in the paper's figures"])
+                           "train error: running error over each epoch (with the augmentation, "
+                           "if any), as in the paper's figures"])
     rows = [[n, r["params"], f"{100 * r['train_err'][-1]:.2f}", f"{100 * r['test_err'][-1]:.2f}",
              f"{r['seconds']:.0f}"] for n, r in res.items()]
     rep.table(["net", "params", "final train error %", "final test error %", "seconds"], rows)
     plt = C.plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, kind in zip(axes, ("plain", "resnet")):
         for d, style in zip(depths, ("-", "-")):
@@ -66,6 +68,7 @@ def run(ctx):
             ax.plot(ep, [100 * e for e in r["test_err"]], "--", color=line.get_color(),
                     label=f"{kind}-{d} test")
         ax.set(xlabel="epoch", title=f"{kind} nets", ylabel="error (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     rep.plot(fig, "degradation.png")
