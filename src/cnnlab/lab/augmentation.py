@@ -51,6 +51,19 @@ def run(ctx):
                      C.pm([max(h["test_acc"]) for h in r["runs"]])])
         r.update(train=tr, test=te)
     rep.table(["augmentation", "train acc %", "test acc %", "gap (pts)", "best-epoch test %"], rows)
+    _plot(rep, res, len(xtr))
+    rep.results = {k: {"train": v["train"], "test": v["test"],
+                       "curves": [{"train": h["train_eval_acc"], "test": h["test_acc"]}
+                                  for h in v["runs"]]} for k, v in res.items()}
+    _verdict(rep, res["none"], res[aug])
+    return rep
+
+
+def _mean(v):
+    return sum(v) / len(v)
+
+
+def _plot(rep, res, n):
     plt = C.plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (name, r), col in zip(res.items(), ("tab:red", "tab:blue")):
@@ -58,23 +71,20 @@ def run(ctx):
         ep = range(1, len(h["test_acc"]) + 1)
         ax.plot(ep, [100 * a for a in h["train_eval_acc"]], "-", color=col, label=f"{name}: train")
         ax.plot(ep, [100 * a for a in h["test_acc"]], "--", color=col, label=f"{name}: test")
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Overfitting on {len(xtr)} images")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Overfitting on {n} images")
     ax.grid(alpha=0.3)
     ax.legend()
     rep.plot(fig, "augmentation.png")
-    rep.results = {k: {"train": v["train"], "test": v["test"],
-                       "curves": [{"train": h["train_eval_acc"], "test": h["test_acc"]}
-                                  for h in v["runs"]]} for k, v in res.items()}
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
-    base, augd = res["none"], res[aug]
-    g0, g1 = (mean(r["train"]) - mean(r["test"]) for r in (base, augd))
-    better = mean(augd["test"]) > mean(base["test"])
+
+
+def _verdict(rep, base, augd):
+    g0, g1 = (_mean(r["train"]) - _mean(r["test"]) for r in (base, augd))
+    better = _mean(augd["test"]) > _mean(base["test"])
     rep.verdict("supported" if better and g1 < g0 else "mixed" if better or g1 < g0
                 else "not supported",
-                f"with augmentation test accuracy {100 * mean(augd['test']):.1f}% vs "
-                f"{100 * mean(base['test']):.1f}% without; train-test gap {100 * g1:.1f} vs "
+                f"with augmentation test accuracy {100 * _mean(augd['test']):.1f}% vs "
+                f"{100 * _mean(base['test']):.1f}% without; train-test gap {100 * g1:.1f} vs "
                 f"{100 * g0:.1f} points")
-    return rep
 
 
 register_experiment(

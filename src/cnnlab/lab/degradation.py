@@ -56,15 +56,22 @@ def run(ctx):
     rows = [[n, r["params"], f"{100 * r['train_err'][-1]:.2f}", f"{100 * r['test_err'][-1]:.2f}",
              f"{r['seconds']:.0f}"] for n, r in res.items()]
     rep.table(["net", "params", "final train error %", "final test error %", "seconds"], rows)
+    _plot(rep, res, depths)
+    rep.results = res
+    _verdict(rep, res, depths)
+    return rep
+
+
+def _plot(rep, res, depths):
     plt = C.plt()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # after C.plt(): the Agg backend first
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, kind in zip(axes, ("plain", "resnet")):
-        for d, style in zip(depths, ("-", "-")):
+        for d in depths:
             r = res[f"{kind}{d}"]
             ep = range(1, len(r["train_err"]) + 1)
-            line, = ax.plot(ep, [100 * e for e in r["train_err"]], style, label=f"{kind}-{d} train")
+            line, = ax.plot(ep, [100 * e for e in r["train_err"]], "-", label=f"{kind}-{d} train")
             ax.plot(ep, [100 * e for e in r["test_err"]], "--", color=line.get_color(),
                     label=f"{kind}-{d} test")
         ax.set(xlabel="epoch", title=f"{kind} nets", ylabel="error (%)")
@@ -72,7 +79,9 @@ def run(ctx):
         ax.grid(alpha=0.3)
         ax.legend()
     rep.plot(fig, "degradation.png")
-    rep.results = res
+
+
+def _verdict(rep, res, depths):
     s, d = depths
     p_s, p_d = res[f"plain{s}"]["train_err"][-1], res[f"plain{d}"]["train_err"][-1]
     r_s, r_d = res[f"resnet{s}"]["train_err"][-1], res[f"resnet{d}"]["train_err"][-1]
@@ -84,7 +93,6 @@ def run(ctx):
     if not degrade:
         why += "; the deeper plain net is not clearly worse (under 1 point) at this size"
     rep.verdict("supported" if degrade and fixed else "mixed" if fixed else "not supported", why)
-    return rep
 
 
 register_experiment(

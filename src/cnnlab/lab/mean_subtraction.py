@@ -9,6 +9,8 @@ the largest stable learning rate (finite loss and test accuracy above 50%) and t
 
 from __future__ import annotations
 
+import math
+
 from cnnlab.lab import _common as C
 from cnnlab.lab import new_report, register_experiment
 
@@ -24,8 +26,6 @@ def encodings(xtr):
 
 
 def run(ctx):
-    import math
-
     import torch
 
     from cnnlab import get_model
@@ -62,30 +62,47 @@ def run(ctx):
     def cell(r):
         return "diverged" if r["diverged"] == len(r["acc"]) else C.pm(r["acc"], digits=1)
 
-    def largest(r):
-        ok = [lr for lr in lrs if not r[lr]["diverged"] and min(r[lr]["acc"]) > STABLE_ACC]
-        return max(ok) if ok else None
-
-    rows = [[n, *[cell(r[lr]) for lr in lrs], largest(r) or "none",
-             f"{100 * max(sum(r[lr]['acc']) / len(seeds) for lr in lrs):.1f}"]
+    rows = [[n, *[cell(r[lr]) for lr in lrs], _largest(r, lrs) or "none",
+             f"{100 * max(_acc(r[lr]) for lr in lrs):.1f}"]
             for n, r in res.items()]
     rep.table(["input", *[f"lr {lr:g}" for lr in lrs], "largest stable lr", "best acc %"], rows,
               caption=f"test accuracy (%) after {epochs} epochs")
+    _plot(rep, res, lrs)
+    rep.results = {n: {str(lr): v for lr, v in r.items()} for n, r in res.items()}
+    _verdict(rep, res, lrs)
+    return rep
+
+
+def _largest(r, lrs):
+    """The largest learning rate whose runs all stayed finite and above the stable bar."""
+    ok = [lr for lr in lrs if not r[lr]["diverged"] and min(r[lr]["acc"]) > STABLE_ACC]
+    return max(ok) if ok else None
+
+
+def _acc(cell):
+    """Mean test accuracy over a cell's seeds."""
+    return sum(cell["acc"]) / len(cell["acc"])
+
+
+def _plot(rep, res, lrs):
     plt = C.plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for n, r in res.items():
-        ax.semilogx(lrs, [100 * sum(r[lr]["acc"]) / len(seeds) for lr in lrs], "o-", label=n)
+        ax.semilogx(lrs, [100 * _acc(r[lr]) for lr in lrs], "o-", label=n)
     ax.set(xlabel="peak learning rate", ylabel="test accuracy (%)",
            title="Input encoding against learning rate")
     ax.grid(alpha=0.3)
     ax.legend()
     rep.plot(fig, "mean_subtraction.png")
-    rep.results = {n: {str(lr): v for lr, v in r.items()} for n, r in res.items()}
-    big = {n: largest(r) or 0 for n, r in res.items()}
-    best = {n: max(sum(r[lr]["acc"]) / len(seeds) for lr in lrs) for n, r in res.items()}
+
+
+def _verdict(rep, res, lrs):
+    big = {n: _largest(r, lrs) or 0 for n, r in res.items()}
+    best = {n: max(_acc(r[lr]) for lr in lrs) for n, r in res.items()}
     centred = max(big["mean-subtracted"], big["standardised"])
     larger = centred > big["0..1"] and centred > big["raw 0..255"]
-    as_good = max(best["mean-subtracted"], best["standardised"]) >= max(best["0..1"], best["raw 0..255"])
+    as_good = (max(best["mean-subtracted"], best["standardised"])
+               >= max(best["0..1"], best["raw 0..255"]))
     why = (f"largest stable lr: raw {big['raw 0..255'] or 'none'}, 0..1 {big['0..1'] or 'none'}, "
            f"mean-subtracted {big['mean-subtracted'] or 'none'}, standardised "
            f"{big['standardised'] or 'none'}; best accuracy "
@@ -94,7 +111,6 @@ def run(ctx):
         why += " (some runs diverged)"
     rep.verdict("supported" if larger and as_good else "mixed" if larger or as_good
                 else "not supported", why)
-    return rep
 
 
 register_experiment(

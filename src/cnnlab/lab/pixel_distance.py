@@ -109,17 +109,22 @@ def run(ctx):
                ["CNN features (LeNet-5 F6, L2)", f"{100 * share_feat:.1f}"]])
     _plot(rep, xte, cps, d, xtr, pix, feat)
     rep.results = res
-    worst = min(res[n]["knn_acc"] for n in cps)
-    spread = max(res[n]["knn_acc"] for n in cps) - worst
+    _verdict(rep, res, list(cps))
+    return rep
+
+
+def _verdict(rep, res, names):
+    share_pix, share_feat = res["share_pixels"], res["share_features"]
+    worst = min(res[n]["knn_acc"] for n in names)
+    spread = max(res[n]["knn_acc"] for n in names) - worst
     ok = share_feat > share_pix and spread > 0.05
-    per_copy = ", ".join(f"{n} {100 * res[n]['knn_acc']:.0f}%" for n in cps)
+    per_copy = ", ".join(f"{n} {100 * res[n]['knn_acc']:.0f}%" for n in names)
     rep.verdict("supported" if ok else "mixed" if share_feat > share_pix or spread > 0.05
                 else "not supported",
                 f"copies at one L2 distance fare very differently under pixel 1-NN "
                 f"({per_copy}); "
                 f"{100 * share_feat:.1f}% of feature neighbours share the query's class "
                 f"against {100 * share_pix:.1f}% of pixel neighbours")
-    return rep
 
 
 def _feat_nn(ftr, fte):

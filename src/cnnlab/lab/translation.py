@@ -78,7 +78,8 @@ def run(ctx):
             C.fit(model, xtr, ytr, xte, yte, epochs=epochs, lr=0.05, seed=seed, prep=prep,
                     log=ctx.log)
             acc[name]["shift"].append([shifted_acc(model, xte, yte, s, prep) for s in shifts])
-            acc[name]["crop"].append([C.accuracy(model, crop_zoom(xte, k), yte, prep) for k in CROPS])
+            acc[name]["crop"].append([C.accuracy(model, crop_zoom(xte, k), yte, prep)
+                                      for k in CROPS])
     rep = new_report(ctx, [f"data: {spec} ({len(xtr)} training, {len(xte)} test images, "
                            f"{ch}x{size}x{size}); no augmentation: trained on centred digits only",
                            f"{epochs} epochs, SGD (Nesterov) one-cycle peak lr 0.05, batch 64; "
@@ -86,26 +87,40 @@ def run(ctx):
                            "shift s: test images moved s pixels left/right/up/down (mean of the "
                            "four), vacated pixels black; crop f: the central f x f region "
                            "resized back (zoom)"])
-    mean = lambda runs, i: sum(r[i] for r in runs) / len(runs)  # noqa: E731
+    pct = lambda runs, n: [f"{100 * _mean(runs, i):.1f}" for i in range(n)]  # noqa: E731
     rep.table(["model", "params", *[f"shift {s}" for s in shifts]],
-              [[n, C.count_params(b()), *[f"{100 * mean(acc[n]['shift'], i):.1f}" for i in range(len(shifts))]]
+              [[n, C.count_params(b()), *pct(acc[n]["shift"], len(shifts))]
                for n, b in builders.items()], caption="test accuracy (%) against shift (pixels)")
     rep.table(["model", *[f"crop {k:g}" for k in CROPS]],
-              [[n, *[f"{100 * mean(acc[n]['crop'], i):.1f}" for i in range(len(CROPS))]]
-               for n in builders], caption="test accuracy (%) on zoomed centre crops")
+              [[n, *pct(acc[n]["crop"], len(CROPS))] for n in builders],
+              caption="test accuracy (%) on zoomed centre crops")
+    _plot(rep, shifts, acc, size)
+    rep.results = {"shifts": shifts, "crops": CROPS, "accuracy": acc}
+    _verdict(rep, acc, shifts)
+    return rep
+
+
+def _mean(runs, i):
+    return sum(r[i] for r in runs) / len(runs)
+
+
+def _plot(rep, shifts, acc, size):
     plt = C.plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for n in builders:
-        ax.plot(shifts, [100 * mean(acc[n]["shift"], i) for i in range(len(shifts))], "o-", label=n)
+    for n, a in acc.items():
+        ax.plot(shifts, [100 * _mean(a["shift"], i) for i in range(len(shifts))], "o-", label=n)
     ax.set(xlabel="shift (pixels)", ylabel="test accuracy (%)",
            title=f"Accuracy against shift ({size}x{size} images)")
     ax.grid(alpha=0.3)
     ax.legend()
     rep.plot(fig, "translation.png")
-    rep.results = {"shifts": shifts, "crops": CROPS, "accuracy": acc}
-    mlp, lenet, gap = (mean(acc[n]["shift"], shifts.index(4)) for n in builders)
-    s0 = [mean(acc[n]["shift"], 0) for n in builders]
-    c_mlp, c_lenet, c_gap = (mean(acc[n]["crop"], 2) for n in builders)  # crop 0.8
+
+
+def _verdict(rep, acc, shifts):
+    """MLP against LeNet-5 and the GAP CNN (``acc``'s order) at a 4-pixel shift and 0.8 crops."""
+    mlp, lenet, gap = (_mean(a["shift"], shifts.index(4)) for a in acc.values())
+    s0 = [_mean(a["shift"], 0) for a in acc.values()]
+    c_mlp, c_lenet, c_gap = (_mean(a["crop"], CROPS.index(0.8)) for a in acc.values())
     shift_ok = mlp < lenet and mlp < gap
     crop_ok = c_mlp < c_lenet and c_mlp < c_gap
     why = (f"at a 4-pixel shift the MLP keeps {100 * mlp:.1f}% (from {100 * s0[0]:.1f}% "
@@ -116,7 +131,6 @@ def run(ctx):
                "of scale, which neither weight sharing nor pooling undoes)"
     rep.verdict("supported" if shift_ok and crop_ok else "mixed" if shift_ok or crop_ok
                 else "not supported", why)
-    return rep
 
 
 register_experiment(
