@@ -57,6 +57,7 @@ def run(ctx):
         rep.table(["1-NN on raw CIFAR-10 pixels (2,000 test images)", "ours %", "cs231n %"],
                   [["L1", f"{100 * nn1['l1']:.1f}", "38.6"], ["L2", f"{100 * nn1['l2']:.1f}", "35.4"]])
     rep.notes += ANCHORS
+    plot(rep, rep.results)
     verdicts = []
     for kind, rows in rep.results.items():
         if kind == "cifar10_1nn":
@@ -74,6 +75,26 @@ def run(ctx):
     rep.verdict("supported" if all(good) else "mixed" if any(good) else "not supported",
                 "; ".join(t for _, t in verdicts))
     return rep
+
+
+def plot(rep, results: dict) -> None:
+    """Test accuracy against prediction time per image, one panel per dataset (``results``
+    as in results.json): the accuracy/cost trade-off the table lists."""
+    plt = C.plt()
+    kinds = [k for k in results if k != "cifar10_1nn"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for r in results[kind]:
+            ms = max(r["predict_ms"], 1e-4)
+            ax.scatter(ms, 100 * r["accuracy"], s=30,
+                       marker="s" if r["method"].startswith("knn") else "o")
+            ax.annotate(r["method"], (ms, 100 * r["accuracy"]), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(xlabel="prediction time (ms per image, log)", ylabel="test accuracy (%)",
+               title=kind)
+        ax.grid(alpha=0.3)
+    rep.plot(fig, "baselines.png")
 
 
 register_experiment(

@@ -98,6 +98,6 @@ def run(ctx):
 
 register_experiment(
     "gap-vs-fc", run, claim="Global average pooling replaces the fully connected head that "
-    "holds most parameters, with less overfitting.", expected_minutes_full=30,
+    "holds most parameters, with less overfitting.", expected_minutes_full=45,
     expected_seconds_quick=40, data="digits (quick), 10,000 CIFAR-10 images (full)",
     datasets=("digits", "mnist", "fashion-mnist", "cifar10"))

@@ -115,6 +115,6 @@ def _verdict(rep, res, lrs):
 
 register_experiment(
     "mean-subtraction", run, claim="Mean subtraction (VGG's mean RGB) gives faster, more stable "
-    "optimisation and allows larger learning rates.", expected_minutes_full=30,
+    "optimisation and allows larger learning rates.", expected_minutes_full=10,
     expected_seconds_quick=45, data="digits (quick), 10,000 MNIST images (full)",
     datasets=("digits", "mnist", "fashion-mnist", "cifar10"))

@@ -113,8 +113,37 @@ def run(ctx):
         rep.results[kind] = res
     rep.notes.append("Zeiler & Fergus: stochastic < avg/max error on both datasets; max < avg "
                      "on MNIST, avg ~ max on CIFAR-10.")
+    plot(rep, rep.results)
     _verdict(rep)
     return rep
+
+
+def plot(rep, results: dict) -> None:
+    """Test error of each variant per dataset (mean and spread over seeds), Zeiler & Fergus's
+    figures beside them; ``results`` as in results.json."""
+    import numpy as np
+
+    plt = C.plt()
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (kind, res) in zip(axes[0], results.items()):
+        x = np.arange(len(VARIANTS))
+        err = [[100 * (1 - a) for a in res[v]["test"]] for v in VARIANTS]
+        gap = [np.mean(res[v]["train"]) - np.mean(res[v]["test"]) for v in VARIANTS]
+        ax.bar(x, [np.mean(e) for e in err], yerr=[np.std(e) for e in err], capsize=3,
+               color="tab:blue", alpha=0.8, label="ours: test error")
+        for i, g in enumerate(gap):
+            ax.annotate(f"gap {100 * g:+.1f}", (i, np.mean(err[i])), ha="center",
+                        va="bottom", fontsize=7, xytext=(0, 4), textcoords="offset points")
+        paper = PAPER.get(kind, {})
+        px = [i for i, v in enumerate(VARIANTS) if v in paper]
+        if px:
+            ax.plot(px, [paper[VARIANTS[i]] for i in px], "kD", label="Zeiler & Fergus")
+        ax.set_xticks(x, VARIANTS, rotation=20)
+        ax.set(ylabel="test error (%)",
+               title=f"{kind}: test error (above each bar: train-test gap, points)")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    rep.plot(fig, "pooling.png")
 
 
 def _verdict(rep):

@@ -77,6 +77,7 @@ def run(ctx):
     rep.table(["stage", "stage params", "stage MACs", "RF (input px)", "ReLUs", "net params",
                "train acc %", "test acc %"], rows)
     rep.results = res
+    plot(rep, res)
     a, b = res["7x7"], res["3x3x3"]
     same_rf = a["stats"]["rf_after"] == b["stats"]["rf_after"]
     fewer = b["stats"]["params"] < a["stats"]["params"]
@@ -88,6 +89,35 @@ def run(ctx):
                 f"({b['stats']['params'] / a['stats']['params']:.0%}); test accuracy "
                 f"{100 * m3:.2f}% (3x3x3) vs {100 * m7:.2f}% (7x7)")
     return rep
+
+
+def plot(rep, results: dict) -> None:
+    """Stage parameters and MACs, and train/test accuracy over seeds, for both stages;
+    ``results`` as in results.json."""
+    import numpy as np
+
+    plt = C.plt()
+    kinds = list(results)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = np.arange(len(kinds))
+    for off, key, label in ((-0.2, "params", "parameters"), (0.2, "macs", "MACs / 100")):
+        vals = [results[k]["stats"][key] / (100 if key == "macs" else 1) for k in kinds]
+        ax1.bar(x + off, vals, 0.4, label=label)
+    ax1.set_xticks(x, [f"{k}\nRF {results[k]['stats']['rf_after']} px, "
+                       f"{results[k]['stats']['nonlinearities']} ReLU" for k in kinds])
+    ax1.set(title="the middle stage", ylabel="count")
+    ax1.legend()
+    for off, key in ((-0.2, "train"), (0.2, "test")):
+        acc = [[100 * a for a in results[k][key]] for k in kinds]
+        ax2.bar(x + off, [np.mean(a) for a in acc], 0.4, yerr=[np.std(a) for a in acc],
+                capsize=3, label=f"{key} accuracy")
+    ax2.set_xticks(x, kinds)
+    lo = min(100 * min(results[k]["test"] + results[k]["train"]) for k in kinds)
+    ax2.set(title="trained", ylabel="accuracy (%)", ylim=(max(0, lo - 10), 100))
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, axis="y")
+    rep.plot(fig, "small_filters.png")
 
 
 register_experiment(
