@@ -122,6 +122,6 @@ def plot(rep, results: dict) -> None:
 
 register_experiment(
     "small-filters", run, claim="Three stacked 3x3 convolutions see as far as one 7x7 with "
-    "fewer parameters and more non-linearity.", expected_minutes_full=25,
+    "fewer parameters and more non-linearity.", expected_minutes_full=45,
     expected_seconds_quick=30, data="digits (quick), 20,000 CIFAR-10 images (full)",
     datasets=("digits", "mnist", "fashion-mnist", "cifar10"))
