@@ -89,6 +89,6 @@ def _verdict(rep, base, augd):
 
 register_experiment(
     "augmentation", run, claim="Data augmentation (flips, crops, colour jitter) fights "
-    "overfitting.", expected_minutes_full=40, expected_seconds_quick=50,
+    "overfitting.", expected_minutes_full=100, expected_seconds_quick=50,
     data="a third of digits (quick), 10% of CIFAR-10 (full)",
     datasets=("digits", "mnist", "fashion-mnist", "cifar10"))
