@@ -166,3 +166,13 @@ def test_compare_knn_row_on_digits():
     assert rows[0]["size"] == 1437 * 1024 * 4 + 1437 * 8  # float32 pixels + int64 labels
     assert 0.95 < rows[0]["accuracy"] <= 1.0
     assert "cs231n" in format_table(rows)
+
+
+def test_compare_scores_trained_rows_like_the_others():
+    # every row's accuracy is a float64 share of correct test labels, so equal counts compare
+    # equal (a float32 figure from the trainer made a 357/360 tie look like a win)
+    from cnnlab.baselines.compare import compare
+
+    (row,) = compare("digits", methods="linear", epochs=1)
+    correct = row["accuracy"] * 360
+    assert abs(correct - round(correct)) < 1e-9 and row["accuracy"] == round(correct) / 360

@@ -7,6 +7,8 @@ curves.
 
 from __future__ import annotations
 
+from statistics import fmean
+
 from cnnlab.lab import _common as C
 from cnnlab.lab import new_report, register_experiment
 from cnnlab.lab.gap_vs_fc import build
@@ -59,10 +61,6 @@ def run(ctx):
     return rep
 
 
-def _mean(v):
-    return sum(v) / len(v)
-
-
 def _plot(rep, res, n):
     plt = C.plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -78,12 +76,12 @@ def _plot(rep, res, n):
 
 
 def _verdict(rep, base, augd):
-    g0, g1 = (_mean(r["train"]) - _mean(r["test"]) for r in (base, augd))
-    better = _mean(augd["test"]) > _mean(base["test"])
+    g0, g1 = (fmean(r["train"]) - fmean(r["test"]) for r in (base, augd))
+    better = fmean(augd["test"]) > fmean(base["test"])
     rep.verdict("supported" if better and g1 < g0 else "mixed" if better or g1 < g0
                 else "not supported",
-                f"with augmentation test accuracy {100 * _mean(augd['test']):.1f}% vs "
-                f"{100 * _mean(base['test']):.1f}% without; train-test gap {100 * g1:.1f} vs "
+                f"with augmentation test accuracy {100 * fmean(augd['test']):.1f}% vs "
+                f"{100 * fmean(base['test']):.1f}% without; train-test gap {100 * g1:.1f} vs "
                 f"{100 * g0:.1f} points")
 
 

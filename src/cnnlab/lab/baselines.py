@@ -62,17 +62,21 @@ def run(ctx):
     return rep
 
 
+def _tables(results: dict) -> dict:
+    """The per-dataset `compare` rows of ``results`` (without the 1-NN anchor figures)."""
+    return {k: rows for k, rows in results.items() if k != "cifar10_1nn"}
+
+
 def _verdict(rep, results: dict) -> None:
-    """Per dataset: is k-NN both less accurate and slower per image than LeNet-5? Accuracies
-    closer than 1e-6 (float32 against float64 of one count) are a tie, not a win."""
+    """Per dataset: is k-NN both less accurate and slower per image than LeNet-5?"""
     verdicts = []
-    for kind, rows in results.items():
-        by = {r["method"]: r for r in rows} if kind != "cifar10_1nn" else {}
+    for kind, rows in _tables(results).items():
+        by = {r["method"]: r for r in rows}
         if "knn" in by and "lenet5" in by:
             knn, cnn = by["knn"], by["lenet5"]
-            weaker = cnn["accuracy"] > knn["accuracy"] + 1e-6
+            weaker = cnn["accuracy"] > knn["accuracy"]
             slower = knn["predict_ms"] > cnn["predict_ms"]
-            tie = " (a tie)" if abs(cnn["accuracy"] - knn["accuracy"]) <= 1e-6 else ""
+            tie = " (a tie)" if cnn["accuracy"] == knn["accuracy"] else ""
             verdicts.append((weaker and slower,
                              f"{kind}: k-NN {100 * knn['accuracy']:.1f}% at "
                              f"{knn['predict_ms']:.2f} ms/image vs LeNet-5 "
@@ -86,10 +90,10 @@ def plot(rep, results: dict) -> None:
     """Test accuracy against prediction time per image, one panel per dataset (``results``
     as in results.json): the accuracy/cost trade-off the table lists."""
     plt = C.plt()
-    kinds = [k for k in results if k != "cifar10_1nn"]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        for r in results[kind]:
+    tables = _tables(results)
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    for ax, (kind, rows) in zip(axes[0], tables.items()):
+        for r in rows:
             ms = max(r["predict_ms"], 1e-4)
             ax.scatter(ms, 100 * r["accuracy"], s=30,
                        marker="s" if r["method"].startswith("knn") else "o")
