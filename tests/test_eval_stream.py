@@ -54,7 +54,7 @@ def test_cli_eval_in_memory_and_workers_flags(run, capsys):
         assert match in err and "\n" not in err
 
 
-def test_eval_checks_classes_and_shape_of_a_streamed_split(run, tmp_path):
+def test_eval_checks_classes_and_follows_the_input_spec_on_a_streamed_split(run, tmp_path):
     two = make_image_folder(tmp_path / "two", 2, 2)
     for split in ("train", "test"):  # classes a, b only
         for p in (two / split / "c").iterdir():
@@ -66,8 +66,17 @@ def test_eval_checks_classes_and_shape_of_a_streamed_split(run, tmp_path):
     for split in ("train", "test"):
         for c in "abc":
             write_png(big / split / c / "0.png", np.zeros((16, 16), np.uint8))
-    with pytest.raises(UserError, match="images are 1x16x16, the model expects 1x12x12"):
-        evaluate(run, data=str(big), in_memory="no", workers=0)
+    # another size is brought to the model's by its input spec, as predict does (was refused)
+    streamed = evaluate(run, data=str(big), in_memory="no", workers=0)
+    held = evaluate(run, data=str(big), in_memory="yes", workers=0)
+    assert sum(n for _, _, n in streamed.per_class) == 3
+    assert streamed.accuracy == held.accuracy and streamed.loss == pytest.approx(held.loss)
+    rgb = tmp_path / "rgb"
+    for split in ("train", "test"):
+        for c in "abc":
+            write_png(rgb / split / c / "0.png", np.zeros((12, 12, 3), np.uint8))
+    with pytest.raises(UserError, match="images are 3x12x12, the model expects 1x12x12"):
+        evaluate(run, data=str(rgb), in_memory="no", workers=0)
 
 
 @pytest.mark.parametrize("augment", ["none", "standard"])
@@ -90,9 +99,9 @@ def test_cli_augment_preview_streams_a_folder_over_the_budget(folder, tmp_path, 
     decoded = []
     real = stream.decode_batch
 
-    def counting(files, labels, idx, shape):
+    def counting(files, labels, idx, shape, policy="bilinear"):
         decoded.append(len(idx))
-        return real(files, labels, idx, shape)
+        return real(files, labels, idx, shape, policy)
 
     monkeypatch.setattr(stream, "decode_batch", counting)
     out = tmp_path / "grid.png"

@@ -142,8 +142,8 @@ def test_bad_input_size_exits_2_naming_the_flag(value, capsys):
 def test_bad_config_values_are_named():
     with pytest.raises(UserError, match=r"config: input_size 12by12: expected HxW"):
         make_config({"input_size": "12by12"})
-    with pytest.raises(UserError, match=r"config: resize: found 'crop', expected one of"):
-        make_config({"resize": "crop"})
+    with pytest.raises(UserError, match=r"config: resize: found 'zoom', expected one of"):
+        make_config({"resize": "zoom"})
     assert make_config({"input_size": "32"}).input_size == "32"
 
 

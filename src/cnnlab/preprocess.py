@@ -7,7 +7,11 @@ exported ``.onnx`` file (onnxruntime, torch never imported) both call :func:`loa
 The input spec is the one stored in checkpoints and in exported models' metadata::
 
     {"channels": 1, "size": [28, 28], "mean": [0.1307], "std": [0.3081],
-     "resize": "bilinear"}        # or "pad"; absent means "bilinear"
+     "resize": "bilinear"}        # or "pad" or "crop"; absent means "bilinear"
+
+Image files are read by :mod:`cnnlab.data.decode`, the decoder training uses too (EXIF
+orientation, reduced-scale JPEG decoding), so a photo reaches the model the same way in
+``train``, ``eval``, ``predict``, ``viz`` and ``serve``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from cnnlab.data.decode import (FORMATS_TEXT, IMAGE_EXTS, RESIZE_POLICIES,  # noqa: F401
+                                fit_size, open_image, read_image, to_chw, to_mode)
 from cnnlab.errors import UserError
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-RESIZE_POLICIES = ("bilinear", "pad")
 
 
 class InputMismatchWarning(UserWarning):
@@ -72,51 +75,6 @@ def list_images(inputs) -> list:
     return out
 
 
-def _open(p: Path) -> Image.Image:
-    """Decoded image, upright (EXIF orientation applied, as phone photos need).
-
-    Pillow refuses an image declaring over ``2 * Image.MAX_IMAGE_PIXELS`` pixels (a
-    100000x100000 PNG of a few KB would ask for 30 GB): a decompression bomb, reported with
-    its path. Between 1x and 2x (a real 12000x12000 photo) Pillow only warns; such an image
-    is honest and decoded without passing the warning on.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                if im.format == "JPEG":  # decode at a reduced scale when much larger: faster
-                    im.draft(im.mode, (512, 512))
-                im.load()
-                return ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError as e:
-        raise UserError(f"{p}: refused as a decompression bomb "
-                        f"({str(e).split(' could be')[0].rstrip(',')})") from e
-    except FileNotFoundError as e:
-        raise UserError(f"{p}: no such image file") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{p}: not a readable image (expected PNG, JPEG or BMP; "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-
-
-def fit_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
-    """Bilinear stretch to (w, h), or "pad": shrink to fit keeping the aspect ratio (never
-    enlarge), then centre on a black (zero) canvas, as MNIST's 28 -> 32 padding does.
-
-    The one resize of cnnlab: predict, serve and export apply it to image files, the trainer
-    and ``eval`` to whole splits (:mod:`cnnlab.data.resize`, ``--input-size``)."""
-    if im.size == (w, h):
-        return im
-    if policy == "bilinear":
-        return im.resize((w, h), Image.BILINEAR)
-    scale = min(1.0, w / im.width, h / im.height)
-    if scale < 1:
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                       Image.BILINEAR)
-    canvas = Image.new(im.mode, (w, h), 0)
-    canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
-    return canvas
-
-
 def load_image(path, spec: dict, notes: dict | None = None) -> np.ndarray:
     """Any PNG/JPEG/BMP, gray or colour, any size -> uint8 ``(C, H, W)`` as the model expects:
     EXIF orientation applied, converted to the model's channels (L or RGB), resized to its
@@ -126,19 +84,21 @@ def load_image(path, spec: dict, notes: dict | None = None) -> np.ndarray:
     ``notes`` (optional dict) collects what :func:`mismatch_notes` finds, for one warning
     per kind over many images.
     """
-    if isinstance(path, Image.Image):
-        p, im = "<PIL image>", path
-    elif isinstance(path, np.ndarray):
-        p, im = f"<array {'x'.join(map(str, path.shape))}>", _from_array(path)
-    else:
-        p = Path(path)
-        im = _open(p)
     c, (h, w) = spec["channels"], spec["size"]
-    colourful = c == 1 and _is_colour(im)
-    aspect = (im.width / im.height) / (w / h)
-    im = fit_size(im.convert("L" if c == 1 else "RGB"), h, w, spec.get("resize", "bilinear"))
-    a = np.asarray(im)
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    policy = spec.get("resize", "bilinear")
+    if isinstance(path, (Image.Image, np.ndarray)):
+        im = path if isinstance(path, Image.Image) else _from_array(path)
+        p = "<PIL image>" if isinstance(path, Image.Image) else \
+            f"<array {'x'.join(map(str, path.shape))}>"
+        colourful, aspect = c == 1 and _is_colour(im), (im.width / im.height) / (w / h)
+        a = to_chw(fit_size(to_mode(im, c), h, w, policy))
+    elif notes is None:
+        p, a = Path(path), read_image(path, c, (h, w), policy)
+    else:  # the mismatch notes need the picture before its conversion: open it once here
+        p = Path(path)
+        im = open_image(p, (h, w), policy)
+        colourful, aspect = c == 1 and _is_colour(im), (im.width / im.height) / (w / h)
+        a = to_chw(fit_size(to_mode(im, c), h, w, policy))
     if notes is not None:
         for kind in mismatch_notes(a, spec, colourful, aspect):
             notes.setdefault(kind, []).append(str(p))

@@ -58,6 +58,7 @@ class DataSplits:
     test: ImageData
     source: str = ""  # path or built-in name
     notes: list[str] = field(default_factory=list)  # what was done to the data (resize, ...)
+    read_size: tuple[int, int] | None = None  # (h, w) photos were read at, None: as stored
 
     @property
     def classes(self) -> list[str]:
@@ -98,8 +99,16 @@ IN_MEMORY = ("auto", "yes", "no")
 
 
 def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 0,
-              progress="auto", in_memory: str = "yes") -> DataSplits:
+              progress="auto", in_memory: str = "yes", size=None, resize: str = "bilinear",
+              default_size=None, model: str = "") -> DataSplits:
     """Load a dataset by name or path (see the module docstring).
+
+    Sizes (image folders and .tar.gz only): a folder of same-size small images is read as
+    stored. Photos and folders whose sizes differ are read at ``size`` (h, w) when given,
+    else at ``default_size`` (the model's native size; ``model`` names it in the line that
+    says so), each image decoded straight to it by the ``resize`` policy ("bilinear",
+    "pad" or "crop"); with neither, a UserError asks for a size. Whatever the folder holds,
+    train and test come back at one size.
 
     ``in_memory`` (image folders and .tar.gz only; built-in and canonical datasets are always
     held in memory): "yes" decodes every image into one uint8 array; "no" streams them from
@@ -122,8 +131,12 @@ def load_data(spec: str = "digits", val_split: float | None = None, seed: int = 
     loaders = _named_loaders()
     if spec in loaders:
         return loaders[spec](progress=progress)
+    from cnnlab.data.files import SizeRequest
+
+    pair = lambda v: None if v is None else tuple(int(x) for x in v)  # noqa: E731
+    req = SizeRequest(pair(size), pair(default_size), resize, model)
     return folder.load_folder_splits(spec, val_split=val_split, seed=seed, progress=progress,
-                                     in_memory=in_memory)
+                                     in_memory=in_memory, req=req)
 
 
 def _named_loaders() -> dict:

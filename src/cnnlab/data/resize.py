@@ -97,14 +97,19 @@ def apply_input_size(data, val, input_size, policy: str = "bilinear"):
     return data, (resize_split(val, size, policy) if val is not None else None)
 
 
+def read_as_trained(spec: dict) -> dict:
+    """:func:`cnnlab.data.load_data` arguments that read photos and mixed-size folders at a
+    checkpoint's input size by its resize policy, as training read them."""
+    return {"size": tuple(spec["size"]), "resize": spec.get("resize", "bilinear")}
+
+
 def fit_split_to_spec(split, meta: dict, source: str):
-    """A test split brought to a checkpoint's input size when it was trained with
-    ``--input-size`` (any data size is then resized by the checkpoint's policy, as
-    ``predict`` does); else the split as is. A UserError when the channels or (without
-    ``--input-size``) the size differ from the model's."""
+    """A test split brought to a checkpoint's input size by its resize policy, as ``predict``
+    brings an image file (28x28 MNIST for a 32x32 digits model: resized). A UserError when
+    the channels differ from the model's."""
     spec = meta["input"]
     want = (spec["channels"], *spec["size"])
-    if (meta.get("config") or {}).get("input_size") and split.shape[0] == want[0]:
+    if split.shape[0] == want[0]:
         split = resize_split(split, spec["size"], spec.get("resize", "bilinear"))
     if tuple(split.shape) != want:
         raise UserError(f"--data {source}: images are {'x'.join(map(str, split.shape))}, the "

@@ -94,8 +94,7 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     ``data.train``. It picks the best checkpoint and drives early stopping, so the test set
     is looked at once, for the chosen model only.
     """
-    data = load_data(cfg.data, val_split=cfg.test_split, seed=cfg.seed, progress=progress,
-                     in_memory=cfg.in_memory)
+    data = _load_at_model_size(cfg, progress)
     if cfg.workers < 0:
         raise UserError(f"--workers {cfg.workers}: expected 0 or more worker processes")
     if cfg.batch_size < 1 or cfg.epochs < 1:
@@ -125,6 +124,29 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     from cnnlab.data.resize import apply_input_size  # --input-size: once, as uint8
 
     return apply_input_size(data, val, cfg.input_size, cfg.resize)
+
+
+IMAGENET_SIDE = 200  # a model whose native input is at least this is an ImageNet-size model
+
+
+def _load_at_model_size(cfg: TrainConfig, progress) -> DataSplits:
+    """The data for ``cfg``: photos and mixed sizes read at ``--input-size`` or else the
+    model's native size (:func:`cnnlab.data.load_data`), by ``cfg.resize``; "auto" resolves
+    (and is saved) as "crop" when an ImageNet-size model reads them at a size, else
+    "bilinear"."""
+    from cnnlab.config import parse_input_size
+
+    native = tuple(model_info(cfg.model).input_size[1:])
+    size = parse_input_size(cfg.input_size) if cfg.input_size else None
+    policy = cfg.resize
+    if policy == "auto":
+        policy = "crop" if min(size or native) >= IMAGENET_SIDE else "bilinear"
+    data = load_data(cfg.data, val_split=cfg.test_split, seed=cfg.seed, progress=progress,
+                     in_memory=cfg.in_memory, size=size, resize=policy, default_size=native,
+                     model=cfg.model)
+    if cfg.resize == "auto":
+        cfg.resize = policy if size is not None or data.read_size else "bilinear"
+    return data
 
 
 def _subset(split, idx):
