@@ -175,7 +175,7 @@ def _load_split(root: Path, key: str | None, progress, classes: list[str] | None
     plan = plan_read(files, req.size, req.default, req.policy, req.model, seed)
     if (data := read_cache(key + plan.key())) is not None:
         return data, plan.target
-    if plan.why and progress != "none":
+    if plan.why and progress != "none" and classes is None:  # once: for the train split
         print(f"{root.name}: {plan.why}", file=sys.stderr, flush=True)
     images, kept, bad = decode_images(files, desc=f"decoding {root.name}", progress=progress,
                                       plan=plan)
