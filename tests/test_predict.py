@@ -244,3 +244,25 @@ def test_python_predict_takes_paths_folders_pil_images_and_arrays(trained):
         [t["probability"] for t in by_path[0]["top"]], abs=1e-6)  # batch 1 vs 3: round-off
     with pytest.raises(ValueError, match=r"image array of shape \(2, 2, 4\) and dtype uint8"):
         cnnlab.predict(ckpt, [np.zeros((2, 2, 4), np.uint8)])
+
+
+@pytest.mark.parametrize("which", ["checkpoint", "onnx"])
+def test_a_folder_with_an_unreadable_file_predicts_the_rest_and_exits_1(trained, tmp_path,
+                                                                         capsys, which):
+    import shutil
+
+    ckpt, onnx_path, folder = trained
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    sub = sorted(p for p in mixed.iterdir() if p.is_dir())[0]
+    (sub / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    model = ckpt if which == "checkpoint" else onnx_path
+    assert main(["predict", str(model), str(mixed)]) == 1
+    out, err = capsys.readouterr()
+    good = sorted(p for p in mixed.rglob("*.png") if p.name != "broken.png")
+    assert [line.split(": ")[0] for line in out.strip().splitlines()] == [str(p) for p in good]
+    assert err.count("\n") == 1 and "skipped 1 of 13 image(s), unreadable: " in err
+    assert "broken.png (" in err and "Error" not in err  # no Python class names
+    # one unreadable file given alone: its own error, exit 2
+    assert main(["predict", str(model), str(sub / "broken.png")]) == 2
+    assert "broken.png: " in capsys.readouterr().err

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from cnnlab.data.decode import (FORMATS_TEXT, IMAGE_EXTS, RESIZE_POLICIES,  # noqa: F401
-                                fit_size, open_image, read_image, to_chw, to_mode)
+                                ImageReadError, fit_size, open_image, read_image, to_chw,
+                                to_mode)
 from cnnlab.errors import UserError
 
 
@@ -171,25 +172,62 @@ def normalize(batch: np.ndarray, spec: dict) -> np.ndarray:
     return Normalizer(spec)(batch)
 
 
-def load_batch(paths: list[Path], spec: dict, workers: int = 0) -> tuple[np.ndarray, dict]:
-    """Decode ``paths`` -> (uint8 (N, C, H, W), mismatch notes), in ``workers`` processes
-    when > 1 (chunks in order, so the result is the same as in one process)."""
-    if workers <= 1 or len(paths) < 2000:
-        notes: dict = {}
-        arrays = [load_image(p, spec, notes) for p in paths]
-        return (np.stack(arrays) if arrays else np.zeros((0, spec["channels"], *spec["size"]),
-                                                          np.uint8)), notes
-    from concurrent.futures import ProcessPoolExecutor
+class SkippedImagesWarning(UserWarning):
+    """Some of the images given could not be read: listed, the rest predicted
+    (``cnnlab predict`` then exits with code 1)."""
 
-    n = -(-len(paths) // workers)
-    chunks = [paths[i:i + n] for i in range(0, len(paths), n)]
-    with ProcessPoolExecutor(workers) as ex:
-        parts = list(ex.map(load_batch, chunks, [spec] * len(chunks)))
+
+def _load_chunk(paths: list, spec: dict):
+    """(arrays, mismatch notes, kept mask, [(path, why)] unreadable) of ``paths``."""
+    notes: dict = {}
+    arrays, kept, bad = [], [], []
+    for p in paths:
+        try:
+            arrays.append(load_image(p, spec, notes))
+            kept.append(True)
+        except ImageReadError as e:
+            kept.append(False)
+            bad.append((str(p), e.reason))
+    return arrays, notes, kept, bad
+
+
+def load_batch(paths: list, spec: dict, workers: int = 0):
+    """Decode ``paths`` -> (uint8 (N, C, H, W), mismatch notes, the paths read), in
+    ``workers`` processes when > 1 (chunks in order: the same result as in one process).
+
+    An unreadable file among several is skipped: one :class:`SkippedImagesWarning` lists
+    them and the rest are returned; when none (or the only one) can be read, its error is
+    raised (a UserError naming the file)."""
+    if workers <= 1 or len(paths) < 2000:
+        parts = [_load_chunk(paths, spec)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        n = -(-len(paths) // workers)
+        chunks = [paths[i:i + n] for i in range(0, len(paths), n)]
+        with ProcessPoolExecutor(workers) as ex:
+            parts = list(ex.map(_load_chunk, chunks, [spec] * len(chunks)))
     merged: dict = {}
-    for _, notes in parts:
+    for _, notes, _, _ in parts:
         for k, v in notes.items():
             merged.setdefault(k, []).extend(v)
-    return np.concatenate([b for b, _ in parts]), merged
+    arrays = [a for part in parts for a in part[0]]
+    kept = [p for p, k in zip(paths, (k for part in parts for k in part[2])) if k]
+    bad = [b for part in parts for b in part[3]]
+    if bad and not arrays:
+        if len(bad) == 1:
+            load_image(paths[[str(p) for p in paths].index(bad[0][0])], spec)  # its own error
+        raise UserError(f"none of the {len(bad)} images could be read: "
+                        + "; ".join(f"{p} ({e})" for p, e in bad[:5])
+                        + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    if bad:
+        warnings.warn(f"skipped {len(bad)} of {len(paths)} image(s), unreadable: "
+                      + "; ".join(f"{p} ({e})" for p, e in bad[:10])
+                      + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""),
+                      SkippedImagesWarning, stacklevel=2)
+    batch = (np.stack(arrays) if arrays else
+             np.zeros((0, spec["channels"], *spec["size"]), np.uint8))
+    return batch, merged, kept
 
 
 def default_workers(n_images: int) -> int:
