@@ -161,3 +161,43 @@ def test_exif_transpose_matches_pillows_for_every_orientation(tmp_path):
         got = decode.read_native(tmp_path / f"o{o}.jpg")
         assert decode.probe(tmp_path / f"o{o}.jpg")[:2] == got.shape[1:]
         np.testing.assert_array_equal(got, want)
+
+
+def test_crop_with_random_resized_crops_stores_training_photos_larger(tmp_path, capsys):
+    """--resize crop with rrc: training photos kept at ~256/224 of the size (centre square),
+    rrc crops resized to the model's size, evaluation (val, test) the exact centre crop."""
+    root = make_photo_folder(tmp_path / "photos", n_train=6, n_test=2,
+                             sizes=((640, 480), (480, 640)))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--model", "resnet20", "--input-size", "64x64",
+                 "--resize", "crop", "--augment", "rrc,flip", "--epochs", "1", "--batch-size",
+                 "4", "--val-split", "0.25", "--out", str(out)]) == 0
+    import json
+
+    meta = json.loads((out / "checkpoints" / "best.json").read_text())
+    assert meta["input"]["size"] == [64, 64] and meta["input"]["resize"] == "crop"
+    from cnnlab.training.setup import load_training_data
+    from cnnlab.config import TrainConfig
+
+    cfg = TrainConfig(data=str(root), model="resnet20", input_size="64x64", resize="crop",
+                      augment="rrc,flip", val_split=0.25, batch_size=4)
+    data, val = load_training_data(cfg, "none")
+    assert data.train.shape == (3, 74, 74) and data.test.shape == val.shape == (3, 64, 64)
+    # the stored centre square's centre is exactly the crop policy of the file
+    spec = {"channels": 3, "size": [64, 64], "mean": [0.5] * 3, "std": [0.25] * 3,
+            "resize": "crop"}
+    names = sorted(p.name for p in (root / "test" / "circles").iterdir())
+    np.testing.assert_array_equal(
+        data.test.images[0], load_image(root / "test" / "circles" / names[0], spec))
+    import torch
+
+    from cnnlab.transforms import parse_augment
+
+    aug = parse_augment("rrc,flip")
+    aug.size = (64, 64)
+    x = torch.from_numpy(data.train.images[:4]).float() / 255
+    assert aug(x, torch.Generator().manual_seed(0)).shape == (4, 3, 64, 64)
+    aug = parse_augment("flip")
+    aug.size = (64, 64)  # no rrc: the centre, as evaluation
+    np.testing.assert_array_equal(aug(x, torch.Generator().manual_seed(0))[:, :, 0, :].shape,
+                                  (4, 3, 64))

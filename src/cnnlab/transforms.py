@@ -347,8 +347,12 @@ class Augment:
     in (``"crop:4,flip:0.5"``); ``aug.describe(x.shape)`` also resolves ``standard``.
     """
 
-    def __init__(self, steps=()):
+    def __init__(self, steps=(), size=None):
         self.steps = [(name, tuple(args)) for name, args in steps]
+        # (h, w) the model reads, when the training images are stored larger (photos kept at
+        # 256/224 of it for random-resized crops): ``rrc`` resizes its box to it, and a
+        # pipeline without one ends with the centre crop evaluation takes
+        self.size = None if size is None else tuple(int(v) for v in size)
 
     def resolve(self, shape) -> list[tuple[str, tuple]]:
         out = []
@@ -357,10 +361,20 @@ class Augment:
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """x: float (N, C, H, W) in [0, 1] -> augmented, same shape, on x's device."""
+        """x: float (N, C, H, W) in [0, 1] -> augmented, on x's device: the same shape, or
+        (N, C, *self.size) when ``size`` is set."""
         _check(x, "Augment")
         for name, args in self.resolve(x.shape):
-            x = _STEPS[name][0](x, generator, *args)
+            if name == "rrc" and self.size is not None:
+                x = random_resized_crop(x, self.size, (args[0], 1.0), generator=generator)
+            else:
+                x = _STEPS[name][0](x, generator, *args)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            (H, W), (h, w) = x.shape[-2:], self.size
+            if h > H or w > W:
+                raise ValueError(f"Augment: images {H}x{W} are smaller than the output {h}x{w}")
+            top, left = (H - h) // 2, (W - w) // 2
+            x = x[..., top:top + h, left:left + w]
         return x
 
     @staticmethod
@@ -463,9 +477,30 @@ def make_grid(x: torch.Tensor, ncols: int = 8, pad: int = 2, fill: int = 255) ->
     return np.pad(grid, ((0, pad), (0, pad), (0, 0)), constant_values=fill)
 
 
+PAIR_GAP = 4  # extra white pixels between pairs of rows in a preview
+
+
+def _paired_rows(x: torch.Tensor, y: torch.Tensor, ncols: int) -> torch.Tensor:
+    """(N, C, H, W) originals ``x`` and augmented ``y`` -> the cells of a grid whose rows
+    alternate: ``ncols`` originals, then the same ``ncols`` augmented (blank cells: white)."""
+    rows = -(-len(y) // ncols)
+    cells = torch.ones((2 * rows * ncols, *y.shape[1:]), dtype=y.dtype)
+    for r in range(rows):
+        part = slice(r * ncols, min((r + 1) * ncols, len(y)))
+        k = part.stop - part.start
+        cells[2 * r * ncols:2 * r * ncols + k] = x[part]
+        cells[(2 * r + 1) * ncols:(2 * r + 1) * ncols + k] = y[part]
+    return cells
+
+
 def preview(data_splits, augment="standard", n: int = 32, seed: int = 0,
-            out: Path | str = "grid.png", ncols: int = 8, zoom: int | None = None) -> Path:
+            out: Path | str = "grid.png", ncols: int = 8, zoom: int | None = None,
+            originals: bool = True) -> Path:
     """Write a grid PNG of ``n`` augmented training images (drawn with ``seed``); return its path.
+
+    ``originals`` (default): each row of augmented images has the same images as they are in
+    the data set just above it, so every augmentation can be compared with its source; the
+    grid then has twice the rows, and pairs of rows are ``PAIR_GAP`` (4) pixels further apart.
 
     data_splits: a DataSplits (its ``train`` split is used), an ImageData, or a streamed
     :class:`~cnnlab.data.stream.StreamingImageData` (only the ``n`` sampled files are decoded;
@@ -495,7 +530,14 @@ def preview(data_splits, augment="standard", n: int = 32, seed: int = 0,
             raise UserError(f"augment-preview: none of the {len(idx)} sampled images could be read")
     x = torch.from_numpy(picked).float().div_(255)  # (n, C, H, W) in [0, 1]
     y = aug(x, torch.Generator().manual_seed(seed))
+    ncols = max(1, min(ncols, len(y)))
+    if originals:  # rows in pairs: the originals, then the same images augmented
+        y = _paired_rows(x, y, ncols)
     grid = make_grid(y, ncols)
+    if originals:  # a wider white gap between pairs of rows, so each pair reads as one
+        pairs = -(-len(y) // (2 * ncols))
+        grid = np.insert(grid, [2 * k * (h + 2) for k in range(1, pairs) for _ in range(PAIR_GAP)],
+                         255, axis=0)
     zoom = zoom or max(1, 64 // max(h, w))
     img = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
     if zoom > 1:

@@ -120,16 +120,26 @@ def open_image(path, size=None, policy: str = "bilinear") -> Image.Image:
         raise ImageReadError(path, why(e), not isinstance(e, Image.DecompressionBombError)) from e
 
 
+def crop_side(side: int) -> int:
+    """The shorter side the crop policy resizes to before taking the centre ``side``: about
+    ``side * 256/224`` (256 for 224), rounded so the margin on each side is whole - then
+    the centre of a stored "square" of that side is the crop policy's own centre, pixel for
+    pixel."""
+    return side + 2 * round(side * (CROP_RATIO - 1) / 2)
+
+
 def need_for(size, policy: str) -> int:
     """Side length the decoder must keep for a target ``size`` (h, w) under ``policy``."""
-    h, w = size
-    return int(np.ceil(max(h, w) * (CROP_RATIO if policy == "crop" else 1)))
+    return crop_side(max(size)) if policy == "crop" else int(max(size))
 
 
 def fit_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
     """``im`` at (w, h) by ``policy``: "bilinear" stretch; "pad": shrink to fit keeping the
     aspect ratio (never enlarge), centred on a black (zero) canvas; "crop": shorter side to
-    ``256/224`` of the target (bilinear), then the centre (w, h).
+    ``256/224`` of the target (bilinear), then the centre (w, h); "square" (internal: how
+    training photos are stored for random-resized crops): shorter side to the target's
+    longer side, then the centre - the crop policy's first step, so "crop" at 224 of a
+    "square" 256x256 image is the centre 224 of it, exactly "crop" of the original.
 
     The one resize of cnnlab: predict, serve and export apply it to image files, the trainer
     and ``eval`` to whole splits (:mod:`cnnlab.data.resize`, ``--input-size``)."""
@@ -137,8 +147,8 @@ def fit_size(im: Image.Image, h: int, w: int, policy: str) -> Image.Image:
         return im
     if policy == "bilinear":
         return im.resize((w, h), Image.BILINEAR)
-    if policy == "crop":
-        s = max(h, w) * CROP_RATIO / min(im.width, im.height)
+    if policy in ("crop", "square"):
+        s = (crop_side(max(h, w)) if policy == "crop" else max(h, w)) / min(im.width, im.height)
         nw, nh = max(w, round(im.width * s)), max(h, round(im.height * s))
         if (nw, nh) != im.size:
             im = im.resize((nw, nh), Image.BILINEAR)

@@ -118,9 +118,15 @@ def plan_read(files: list[Path], size=None, default_size=None, policy: str = "bi
         raise UserError(f"{Path(files[0]).parent.parent}: {what}: give the size to read them "
                         f"at (--input-size HxW, or size=(H, W) in Python)")
     who = f"{model}'s" if model else "the model's"
-    return ReadPlan(fallback, policy, fallback,
-                    f"{what}: read at {who} native {fallback[0]}x{fallback[1]} "
-                    f"({policy}; --input-size HxW and --resize to choose)")
+    h, w = fallback
+    if policy == "square":  # stored larger for random-resized crops (training/setup.py)
+        why = (f"{what}: stored at {w}x{h} (shorter side, centre square) for random-resized "
+               f"crops at {who} input size, whose centre evaluation reads (--resize crop; "
+               f"--input-size HxW and --resize to choose)")
+    else:
+        why = (f"{what}: read at {who} native {w}x{h} (--resize {policy}; --input-size HxW "
+               f"and --resize to choose)")
+    return ReadPlan(fallback, policy, fallback, why)
 
 
 def read_chunk(paths: list[str], target=None, policy: str = "bilinear",
@@ -149,7 +155,8 @@ def skipped_message(bad, cached: bool = False) -> str:
 
 
 def unify(arrays: list[np.ndarray], target=None, policy: str = "bilinear", stacklevel: int = 3):
-    """Same-channel, same-size uint8 (N, C, H, W) from (C, H, W) arrays.
+    """Same-channel, same-size uint8 (N, C, H, W) from (C, H, W) arrays (the list is emptied:
+    its entries are set to None as they are copied).
 
     Colour: if any image has colour, grayscale ones are repeated to RGB (with a warning).
     Size: kept when every image has the same size; else every image not at ``target`` is
@@ -160,16 +167,20 @@ def unify(arrays: list[np.ndarray], target=None, policy: str = "bilinear", stack
     if channels == 3 and (n_gray := sum(a.shape[0] == 1 for a in arrays)):
         warnings.warn(f"{n_gray} grayscale image(s) in a colour dataset: converted to RGB "
                       f"by repeating the gray channel", DataWarning, stacklevel=stacklevel)
-        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     sizes = {a.shape[1:] for a in arrays}
-    if len(sizes) > 1:
-        if target is None:
-            raise UserError(f"images differ in size ({describe_sizes(sizes)}): give the size "
-                            f"to read them at (--input-size HxW, or size=(H, W) in Python)")
-        target = tuple(int(v) for v in target)
-        arrays = [a if a.shape[1:] == target else resize_chw(a, target, policy)
-                  for a in arrays]
-    return np.ascontiguousarray(np.stack(arrays))
+    if len(sizes) > 1 and target is None:
+        raise UserError(f"images differ in size ({describe_sizes(sizes)}): give the size "
+                        f"to read them at (--input-size HxW, or size=(H, W) in Python)")
+    h, w = (int(v) for v in target) if len(sizes) > 1 else next(iter(sizes))
+    # Filled in place, each array dropped once copied: the pages of `out` become resident
+    # as the list's are freed, so the peak is one copy of the data, not two (np.stack).
+    out = np.empty((len(arrays), channels, h, w), np.uint8)
+    for i, a in enumerate(arrays):
+        if a.shape[1:] != (h, w):
+            a = resize_chw(a, (h, w), policy)
+        out[i] = a  # a gray (1, H, W) broadcasts to RGB: the gray channel repeated
+        arrays[i] = None
+    return out
 
 
 def describe_sizes(sizes) -> str:

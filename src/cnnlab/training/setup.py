@@ -94,7 +94,7 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     ``data.train``. It picks the best checkpoint and drives early stopping, so the test set
     is looked at once, for the chosen model only.
     """
-    data = _load_at_model_size(cfg, progress)
+    data, stored = _load_at_model_size(cfg, progress)
     if cfg.workers < 0:
         raise UserError(f"--workers {cfg.workers}: expected 0 or more worker processes")
     if cfg.batch_size < 1 or cfg.epochs < 1:
@@ -121,32 +121,63 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     if cfg.batch_size > len(data.train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
                         f"({len(data.train)} images)")
-    from cnnlab.data.resize import apply_input_size  # --input-size: once, as uint8
+    from cnnlab.data.resize import apply_input_size, resize_split  # once, as uint8
 
+    if stored is not None:  # training photos kept larger: evaluation takes their centre
+        (h, w), (sh, sw) = stored, data.train.shape[1:]
+        data = replace(data, test=resize_split(data.test, stored, "crop"), notes=[
+            *data.notes, f"photos stored at {sw}x{sh} for random-resized {w}x{h} crops in "
+                         f"training; validation and test read the centre {w}x{h}"])
+        return data, (resize_split(val, stored, "crop") if val is not None else None)
     return apply_input_size(data, val, cfg.input_size, cfg.resize)
 
 
 IMAGENET_SIDE = 200  # a model whose native input is at least this is an ImageNet-size model
 
 
-def _load_at_model_size(cfg: TrainConfig, progress) -> DataSplits:
-    """The data for ``cfg``: photos and mixed sizes read at ``--input-size`` or else the
-    model's native size (:func:`cnnlab.data.load_data`), by ``cfg.resize``; "auto" resolves
-    (and is saved) as "crop" when an ImageNet-size model reads them at a size, else
-    "bilinear"."""
+def _load_at_model_size(cfg: TrainConfig, progress):
+    """(data, the model's (h, w) when its training images are kept larger, else None).
+
+    Photos and mixed sizes are read at ``--input-size`` or else the model's native size
+    (:func:`cnnlab.data.load_data`), by ``cfg.resize``; "auto" resolves (and is saved) as
+    "crop" when an ImageNet-size model reads them at a size, else "bilinear". With "crop"
+    and random-resized crops in the augmentation, photos are stored at 256/224 of the size
+    (shorter side, centre square: the crop policy's first step) so the crops see more than
+    the centre; evaluation then takes the centre, exactly the crop policy (Szegedy et al.
+    2015's training crops, torchvision's Resize(256) + CenterCrop(224) for evaluation)."""
     from cnnlab.config import parse_input_size
+    from cnnlab.data.decode import crop_side
 
     native = tuple(model_info(cfg.model).input_size[1:])
     size = parse_input_size(cfg.input_size) if cfg.input_size else None
     policy = cfg.resize
     if policy == "auto":
         policy = "crop" if min(size or native) >= IMAGENET_SIDE else "bilinear"
+    model_size = size or native
+    larger = None
+    if policy == "crop" and _uses_rrc(cfg.augment, model_size):
+        larger = (crop_side(max(model_size)),) * 2
     data = load_data(cfg.data, val_split=cfg.test_split, seed=cfg.seed, progress=progress,
-                     in_memory=cfg.in_memory, size=size, resize=policy, default_size=native,
+                     in_memory=cfg.in_memory, size=larger if larger and size else size,
+                     resize="square" if larger else policy, default_size=larger or native,
                      model=cfg.model)
     if cfg.resize == "auto":
         cfg.resize = policy if size is not None or data.read_size else "bilinear"
-    return data
+    if data.read_size is None:  # small same-size images, read as stored: nothing larger
+        larger = None
+    return data, (model_size if larger else None)
+
+
+def _uses_rrc(augment: str, size) -> bool:
+    """Whether the augmentation takes random-resized crops of (colour) ``size`` images."""
+    from cnnlab.transforms import parse_augment
+
+    try:
+        steps = parse_augment("standard" if augment == "auto" else augment).resolve(
+            (1, 3, *size))
+    except ValueError:  # refused later, with the run's own message
+        return False
+    return any(name == "rrc" for name, _ in steps)
 
 
 def _subset(split, idx):
@@ -171,7 +202,7 @@ def input_spec(data: DataSplits, normalize: str = "auto", workers: int = 2) -> d
     A streaming training set is never decoded whole: its mean/std come from a seeded sample
     of up to ``STREAM_STATS_SAMPLE`` (10,000) training images, all of them when fewer.
     """
-    c, h, w = data.train.shape
+    c, h, w = data.test.shape  # the model's input (training photos may be stored larger)
     if normalize == "none":
         mean, std = [0.0] * c, [1.0] * c
     elif normalize != "auto":
