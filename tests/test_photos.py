@@ -201,3 +201,28 @@ def test_crop_with_random_resized_crops_stores_training_photos_larger(tmp_path, 
     aug.size = (64, 64)  # no rrc: the centre, as evaluation
     np.testing.assert_array_equal(aug(x, torch.Generator().manual_seed(0))[:, :, 0, :].shape,
                                   (4, 3, 64))
+
+
+def test_loose_images_beside_one_folder_are_said_not_silently_dropped(tmp_path, capsys):
+    make_photo_folder(tmp_path / "d", 2, 1, sizes=((64, 48),))
+    flat = tmp_path / "flat"
+    (tmp_path / "d" / "train" / "circles").rename(flat / "sub" if False else tmp_path / "sub")
+    flat.mkdir()
+    for p in (tmp_path / "d" / "train" / "stripes").iterdir():
+        p.rename(flat / p.name)  # loose images ...
+    (tmp_path / "sub").rename(flat / "circles")  # ... beside one subfolder
+    assert main(["train", "--data", str(flat), "--epochs", "1", "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "found 2 loose image(s) in" in err and "beside circles/" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_larger_than_a_tiny_training_set_is_clamped_with_a_note(tmp_path, capsys):
+    root = make_photo_folder(tmp_path / "d", 3, 1, sizes=((64, 48),))
+    assert main(["train", "--data", str(root), "--epochs", "1", "--val-split", "0",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "--batch-size 64: the training set has 6 images; using 6" in err
+    # same-size 64x48 photos: LeNet-5 takes only 32 (or 28): read at its size, and said
+    assert "--model lenet5 takes 32x32 images, the data are 64x48: every image resized" in err

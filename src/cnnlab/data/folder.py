@@ -38,6 +38,7 @@ import numpy as np
 
 from cnnlab.data import DataSplits, ImageData, stratified_split
 from cnnlab.data.archive import ARCHIVE_SUFFIXES, extract_verified
+from cnnlab.data.decode import IMAGE_EXTS
 from cnnlab.data.files import (DataWarning, ReadPlan, SizeRequest, default_workers, list_split,
                                memory_budget, plan_read, read_chunk, skipped_message, unify)
 from cnnlab.data.progress import Progress
@@ -70,10 +71,20 @@ def extract_archive(path: Path, key: str | None = None, progress="auto") -> Path
     return extract_verified(path, cache_dir() / "extracted" / f"{key}-v2", progress=progress)
 
 
-def _find_root(root: Path) -> Path:
-    """Descend through single top folders (``mnist/``) to the one holding train/test or classes."""
+def _find_root(root: Path, spec: str = "") -> Path:
+    """Descend through single top folders (``mnist/``) to the one holding train/test or
+    classes. Loose images beside folders are not a class: said, never silently dropped."""
     while True:
         subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+        if loose and len(subdirs) <= 1:
+            where = f"{subdirs[0].name}/" if subdirs else "no class folder"
+            raise UserError(f"--data {spec or root}: found {len(loose)} loose image(s) in "
+                            f"{root} beside {where}; expected one folder per class "
+                            f"({root}/<class>/<images>, or train/ and test/ of them)")
+        if loose:
+            warnings.warn(f"{len(loose)} loose image(s) in {root} are not in a class folder: "
+                          f"not used (e.g. {loose[0].name})", DataWarning, stacklevel=3)
         if (root / "train").is_dir() or len(subdirs) != 1:
             return root
         root = subdirs[0]
@@ -208,7 +219,7 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
     if not any(p for p in path_root.iterdir() if not p.name.startswith(".")):
         raise UserError(f"--data {spec}: the folder is empty (expected train/<class>/<images> "
                         f"and test/<class>/<images>, or <class>/<images> with --test-split)")
-    root = _find_root(path_root)
+    root = _find_root(path_root, spec)
     name = path.name.split(".")[0] if path.is_file() else root.name
     k = (lambda s: f"{archive_key}-{s}-v{CACHE_VERSION}") if archive_key else (lambda s: None)
     if in_memory == "auto" and archive_key and _cache_fits(k("train" if (root / "train").is_dir()

@@ -118,10 +118,20 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
             data = replace(data, train=_subset(data.train, tr), notes=[
                 *data.notes, f"validation: {len(va)} of the training images held out "
                              f"(--val-split {cfg.val_split:g})"])
-    if cfg.batch_size > len(data.train):
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                        f"({len(data.train)} images)")
+    if cfg.batch_size > len(data.train):  # a tiny dataset: one batch of all of it
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        clamped = max(world, len(data.train) // world * world)
+        print(f"--batch-size {cfg.batch_size}: the training set has {len(data.train)} images; "
+              f"using {clamped}", file=sys.stderr)
+        cfg.batch_size = clamped
     from cnnlab.data.resize import apply_input_size, resize_split  # once, as uint8
+
+    if not cfg.input_size and stored is None and not _accepts(cfg, data):
+        h, w = model_info(cfg.model).input_size[1:]  # a fixed-input model (LeNet-5's 32)
+        print(f"--model {cfg.model} takes {w}x{h} images, the data are "
+              f"{data.test.shape[2]}x{data.test.shape[1]}: every image resized to {w}x{h} "
+              f"(--resize {cfg.resize}; --input-size HxW to choose)", file=sys.stderr)
+        cfg.input_size = f"{h}x{w}"
 
     if stored is not None:  # training photos kept larger: evaluation takes their centre
         (h, w), (sh, sw) = stored, data.train.shape[1:]
@@ -166,6 +176,20 @@ def _load_at_model_size(cfg: TrainConfig, progress):
     if data.read_size is None:  # small same-size images, read as stored: nothing larger
         larger = None
     return data, (model_size if larger else None)
+
+
+def _accepts(cfg: TrainConfig, data: DataSplits) -> bool:
+    """Whether ``cfg.model`` builds for the data's images as they are (on the meta device:
+    no memory, no time); LeNet-5 refuses anything but 28 or 32."""
+    c, h, w = data.test.shape
+    spec = {"channels": c, "size": [h, w]}
+    try:
+        with torch.device("meta"):
+            model_info(cfg.model).builder(**model_kwargs_for(cfg, spec, len(data.classes)))
+    except ValueError as e:  # "too small" (VGG at 12x12) gets build_model's --input-size hint;
+        # the user's own kwargs, their error: both said later
+        return isinstance(e, UserError) or "too small" in str(e)
+    return True
 
 
 def _uses_rrc(augment: str, size) -> bool:
