@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -6,13 +8,67 @@ import pytest
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+CHROMIUM = Path("/usr/bin/chromium")  # where test_serve_browser.py looks for the browser
+
+# The cache redirect is in force from import on, before any fixture, test module or
+# collection-time code builds data: `make test` never writes to the user's ~/.cache/cnnlab.
+# CNNLAB_TEST_KEEP_CACHE=1 keeps the caller's $CNNLAB_CACHE (to reuse downloaded datasets).
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="cnnlab-test-cache-"))
+if "CNNLAB_TEST_KEEP_CACHE" not in os.environ:
+    os.environ["CNNLAB_CACHE"] = str(TEST_CACHE)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own cache so tests never depend on a user's ~/.cache."""
+def _isolated_cache(monkeypatch):
+    """Every test starts with the session's temporary cache, even after one that changed it."""
     if "CNNLAB_TEST_KEEP_CACHE" not in os.environ:
-        monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        monkeypatch.setenv("CNNLAB_CACHE", str(TEST_CACHE))
+
+
+# ------------------------------------------------------------------ browser tests, counted
+_BROWSER_TESTS: set[str] = set()
+
+
+def pytest_collection_finish(session):
+    """A browser test is a selected test that uses a ``browser`` fixture (the explorer's in
+    test_serve_browser.py, the docs site's in test_docs.py)."""
+    _BROWSER_TESTS.update(i.nodeid for i in session.items
+                          if "browser" in getattr(i, "fixturenames", ()))
+
+
+def _browser_counts(stats: dict) -> tuple[int, int]:
+    ran = {r.nodeid for k in ("passed", "failed") for r in stats.get(k, [])
+           if r.nodeid in _BROWSER_TESTS and r.when == "call"}
+    skipped = {r.nodeid for r in stats.get("skipped", []) if r.nodeid in _BROWSER_TESTS}
+    return len(ran), len(skipped - ran)
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true a browser test that could not run (no Chromium) fails the run."""
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None or not _ci() or not _BROWSER_TESTS:
+        return
+    if _browser_counts(tr.stats)[1] and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _BROWSER_TESTS:
+        return
+    ran, skipped = _browser_counts(terminalreporter.stats)
+    line = f"browser tests: {ran} ran, {skipped} skipped"
+    if skipped and not CHROMIUM.exists():
+        line += f" ({CHROMIUM} is missing: apt-get install chromium"
+        line += "; CI=true, so this run fails)" if _ci() else ")"
+    terminalreporter.write_line(line, red=bool(skipped and _ci()), yellow=bool(skipped))
 
 
 @pytest.fixture

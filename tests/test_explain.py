@@ -84,8 +84,10 @@ def test_bad_input_raises_one_line_value_errors():
         explain("conv", kernel="1 x; 0 1")
     with pytest.raises(ValueError, match="does not fit"):
         explain("conv", input="; ".join(["1 2 3 4 5 6 7"] * 7), stride=3)
-    with pytest.raises(ValueError, match="--kernel: a 3x3 filter is larger than the 2x2 input"):
+    with pytest.raises(ValueError, match="the default 3x3 filter is larger than the 2x2 input"):
         explain("conv", input="1 2; 3 4")
+    with pytest.raises(ValueError, match="--kernel: a 3x3 filter is larger than the 2x2 input"):
+        explain("conv", input="1 2; 3 4", kernel="1 0 1; 0 1 0; 1 0 1")
     for topic in TOPICS:
         assert explain(topic)
 

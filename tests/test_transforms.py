@@ -237,10 +237,13 @@ def _splits(c, h, w, n=40):
 def test_preview_grid_size(tmp_path, c, mode):
     out = preview(_splits(c, 28, 20), "standard", n=20, out=tmp_path / "g.png", zoom=1)
     assert out == tmp_path / "g.png"
-    with Image.open(out) as im:  # 8 columns x 3 rows of 28x20 cells, 2 px borders
-        assert im.format == "PNG" and im.mode == mode
-        assert im.size == (8 * 22 + 2, 3 * 30 + 2)
+    with Image.open(out) as im:  # 8 columns x 3 rows of 28x20 cells, each row under its
+        assert im.format == "PNG" and im.mode == mode  # originals' row; 2 px borders
+        assert im.size == (8 * 22 + 2, 2 * 3 * 30 + 2 + 2 * 4)  # 4 px between the pairs
     out = preview(_splits(c, 28, 20), "none", n=5, out=tmp_path / "z.png")  # auto zoom 2
+    with Image.open(out) as im:
+        assert im.size == ((5 * 22 + 2) * 2, (2 * 30 + 2) * 2)
+    out = preview(_splits(c, 28, 20), "none", n=5, out=tmp_path / "z.png", originals=False)
     with Image.open(out) as im:
         assert im.size == ((5 * 22 + 2) * 2, (1 * 30 + 2) * 2)
 

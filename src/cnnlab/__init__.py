@@ -10,6 +10,11 @@ The public Python API (what the CLI does, reachable from ``import cnnlab``)::
     preds = cnnlab.predict("runs/demo", ["seven.png"])    # top classes per image
     print(cnnlab.summary("resnet20"))                     # layers, shapes, parameters
     net = cnnlab.get_model("vgg16", num_classes=10)
+    maps, classes, layer = cnnlab.gradcam("runs/demo", ["seven.png"], target="7")
+
+Each function's ``help()`` lists its parameters; ``help(cnnlab.train)`` also lists every
+training option. Results are plain Python and NumPy (arrays, never tensors), except the
+models themselves (``load_model``, ``get_model``).
 
 Names are imported on first use (module ``__getattr__``), so ``import cnnlab`` loads neither
 torch nor NumPy-heavy modules.
@@ -18,12 +23,13 @@ torch nor NumPy-heavy modules.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": ("cnnlab.train", None),  # a callable module: cnnlab.train(...) trains
+    "train": ("cnnlab.train", None),  # the module leaves the train function in its place
     "TrainConfig": ("cnnlab.config", "TrainConfig"),
     "load_model": ("cnnlab.inference", "load_model"),
     "evaluate": ("cnnlab.inference", "evaluate"),
     "predict": ("cnnlab.inference", "predict"),
     "summary": ("cnnlab.analysis", "summary"),
+    "gradcam": ("cnnlab.viz.gradcam", "gradcam"),
     "get_model": ("cnnlab.registry", "get_model"),
     "list_models": ("cnnlab.registry", "list_models"),
     "register_model": ("cnnlab.registry", "register_model"),

@@ -51,6 +51,8 @@ class TrainConfig:
     freeze: str | None = None  # "backbone" (all but the head) or "until:LAYER" (up to LAYER)
     unfreeze_at: int = 0  # epoch (1-based) from which frozen layers train too (0: never)
     lr_backbone: float = 1.0  # learning-rate factor for the pretrained (non-head) layers
+    pretrained: str | None = None  # torchvision ImageNet weight set of `model` ("default" or
+    # a name like "IMAGENET1K_V1"; saved resolved); sets fine-tuning defaults (PRETRAINED_RECIPE)
     # knowledge distillation (cnnlab.training.objectives.Distillation; Hinton et al. 2015)
     teacher: str | None = None  # a checkpoint or run directory of either engine
     kd_temperature: float = 4.0  # softmax temperature T of both teacher and student
@@ -61,8 +63,10 @@ class TrainConfig:
     # or given as MEAN/STD on the 0..1 scale, e.g. "0.4914,0.4822,0.4465/0.247,0.243,0.261"
     input_size: str | None = None  # "HxW" in pixels, e.g. "64x64": every image (train, test,
     # eval, predict) brought to it by `resize`; None: the data's own size
-    resize: str = "bilinear"  # how to reach input_size: "bilinear" (stretch) or "pad" (shrink
-    # to fit keeping the aspect ratio, then centre on black)
+    resize: str = "auto"  # how to reach input_size: "bilinear" (stretch), "pad" (shrink
+    # to fit keeping the aspect ratio, then centre on black) or "crop" (shorter side to 256/224
+    # of the size, then the centre: ImageNet's); "auto": "crop" for photos read at an
+    # ImageNet-size model's native size, else "bilinear" (resolved and saved with the run)
     in_memory: str = "auto"  # image folders: "yes" decode all into memory, "no" stream from
     # disk, "auto" stream when decoded > CNNLAB_MEMORY_BUDGET_GB (default 25% of RAM)
     workers: int = 2  # decoding processes when streaming (0: decode in the training process)
@@ -76,7 +80,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None  # run directory (default runs/<model>-<data>-<timestamp>)
     save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
-    early_stop: int = 0  # stop after N epochs without validation-accuracy improvement (0: never)
+    early_stop: int = 0  # stop after N epochs without a lower validation loss (0: never)
     tensorboard: bool = False
     progress: str = "auto"  # auto (bars on a terminal, lines otherwise) | bar | lines | none
 
@@ -87,13 +91,27 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+# names other tools use for a cnnlab key: "did you mean" names these even when they look
+# nothing alike (difflib finds learning_rate closest to warmup_epochs, not lr)
+KEY_ALIASES = {"learning_rate": "lr", "learningrate": "lr", "base_lr": "lr", "max_lr": "lr",
+               "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs",
+               "bs": "batch_size", "wd": "weight_decay", "arch": "model",
+               "architecture": "model", "dataset": "data", "optim": "optimizer",
+               "scheduler": "schedule", "lr_schedule": "schedule", "lr_scheduler": "schedule",
+               "augmentation": "augment", "augmentations": "augment", "num_workers": "workers",
+               "weights": "pretrained", "output_dir": "out", "patience": "early_stop"}
+
+
 def check_keys(d: dict, where: str) -> None:
     for k in d:
         if not isinstance(k, str):  # YAML `1: x` or `null: x`
             raise UserError(f"{where}: config key {k!r} ({type(k).__name__}): expected a "
                             f"name such as lr or epochs")
         if k not in FIELDS:
-            close = difflib.get_close_matches(k, list(FIELDS), n=3)
+            norm = k.lower().replace("-", "_")
+            alias = KEY_ALIASES.get(norm) or (norm if norm in FIELDS else None)
+            close = ([alias] if alias else []) + [
+                c for c in difflib.get_close_matches(norm, list(FIELDS), n=3) if c != alias]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UserError(f"{where}: unknown config key {k!r}{hint}")
 
@@ -189,6 +207,7 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     d.update({k: v for k, v in overrides.items() if v is not None})
     check_keys(d, "config")
     d = check_config(d, "config")
+    notes = pretrained_recipe(d) if d.get("pretrained") else []
     if d.get("model_kwargs"):  # against the builder's signature: a typo is an error
         from cnnlab.registry import check_model_kwargs
 
@@ -196,7 +215,48 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
                  else f"{getattr(base, 'source', 'config')}: model_kwargs")
         d["model_kwargs"] = check_model_kwargs(d.get("model", FIELDS["model"].default),
                                                d["model_kwargs"], d.get("engine", "torch"), where)
-    return TrainConfig(**d)
+    cfg = TrainConfig(**d)
+    cfg.recipe_notes = notes  # not a field: printed once by the training loop (rank 0)
+    return cfg
+
+
+# -- --pretrained: fine-tuning's defaults, each overridable by an explicit value -----------
+# fastai's fine_tune (Howard & Gugger 2020): one epoch with the pretrained body frozen (the
+# new head learns first, so its random gradients never reach the pretrained features), then
+# everything, the body at half the rate (fastai halves base_lr on unfreezing and spreads the
+# body's rates down to base_lr/200 over layer groups; cnnlab has one factor). Inputs as the
+# weights were trained: 224x224 crops (random-resized for training), ImageNet mean/std.
+PRETRAINED_RECIPE = {
+    "normalize": ("imagenet", "ImageNet mean/std, as the weights were trained"),
+    "input_size": ("224x224", "the weights' training size"),
+    "resize": ("crop", "shorter side to 256, then the centre 224, as torchvision evaluates"),
+    "augment": ("rrc,flip", "random-resized crops and flips, as ImageNet training"),
+    "freeze": ("backbone", "epoch 1 trains the new head only, as fastai's freeze_epochs=1"),
+    "unfreeze_at": (2, "then every layer trains"),
+    "lr_backbone": (0.5, "the pretrained layers at half the learning rate"),
+}
+
+
+def pretrained_recipe(d: dict) -> list[str]:
+    """Fill ``d`` (explicit config values, checked) with :data:`PRETRAINED_RECIPE` where it
+    gives no value, resolve ``d["pretrained"]`` to a weight-set name, and return one line
+    per default applied. A model without published weights, or ``init`` as well: UserError."""
+    from cnnlab.pretrained import weight_set  # torch-free
+
+    model = d.get("model", FIELDS["model"].default)
+    d["pretrained"] = weight_set(model, d["pretrained"]).name
+    if d.get("init"):
+        raise UserError(f"--pretrained {d['pretrained']} and --init {d['init']}: give one "
+                        f"source of initial weights")
+    epochs = d.get("epochs", FIELDS["epochs"].default)
+    notes, given = [], set(d)
+    for k, (v, why) in PRETRAINED_RECIPE.items():
+        if k in given or (k in ("freeze", "unfreeze_at") and (epochs < 2 or "freeze" in given)):
+            continue  # given; or one epoch only: no warm-up epoch to give the head
+        d[k] = v
+        notes.append(f"--pretrained: --{k.replace('_', '-')} {v} ({why}; pass "
+                     f"--{k.replace('_', '-')} to change it)")
+    return notes
 
 
 # -- value checks: one table of ranges, used by the CLI at parse time and by make_config ---
@@ -230,6 +290,76 @@ RANGES = {
     "stride": (1, 16, True, True),  # cnnlab explain: worked examples on small matrices
     "padding": (0, 16, True, True),
     "input_side": (1, 4096, True, True),  # each side of input_size "HxW" (--input-size)
+}
+
+# -- option help: one sentence per TrainConfig field, read by `cnnlab train --help` and by
+# the signature of cnnlab.train (help(cnnlab.train)); beside the ranges below
+HELP = {
+    "model": "registered model name (see `cnnlab models`)",
+    "data": "digits (built in), mnist, fashion-mnist, cifar10, cifar100, an image-folder tree "
+            "or a .tar.gz of one",
+    "engine": "torch, or numpy for the from-scratch engine (cnnlab.scratch)",
+    "model_kwargs": "extra model constructor arguments as JSON, e.g. '{\"activation\": \"tanh\"}'",
+    "val_split": "fraction of the training images held out as a validation set that picks "
+                 "the best checkpoint (lowest validation loss) and drives --early-stop; 0 "
+                 "trains on all of them and keeps the last epoch",
+    "test_split": "fraction held out for testing when the data has no test/ folder",
+    "epochs": "number of epochs",
+    "batch_size": "global batch size (split across processes under torchrun)",
+    "optimizer": "sgd, adam or adamw",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum for SGD",
+    "weight_decay": "L2 weight decay (not on biases and norm weights unless --decay-norm-and-bias)",
+    "decay_norm_and_bias": "apply weight decay to biases and norm weights too",
+    "schedule": "learning-rate schedule: constant, step, cosine or onecycle",
+    "warmup_epochs": "linear warm-up epochs (constant, step, cosine)",
+    "milestones": "schedule step: decay x0.1 at these fractions of training",
+    "label_smoothing": "label smoothing of the cross-entropy target",
+    "grad_clip": "clip the global gradient norm to this value",
+    "aux_weight": "weight of auxiliary-classifier losses (GoogLeNet)",
+    "init": "start from these weights: a cnnlab checkpoint or run directory, a torchvision "
+            "state dict (.pth, ResNet/VGG) or a .safetensors file; the head is replaced "
+            "when the class count differs",
+    "freeze": "backbone (train the head only: a linear probe) or until:LAYER (freeze the "
+              "layers up to and including LAYER); frozen batch-norm statistics stay fixed",
+    "unfreeze_at": "epoch (1-based) from which the frozen layers train too (0: never)",
+    "lr_backbone": "learning-rate factor for the non-head layers (e.g. 0.1 when fine-tuning)",
+    "pretrained": "start from torchvision's ImageNet weights for --model (resnet18-152, "
+                  "vgg11-19[_bn]): --pretrained for the default set, --pretrained NAME for "
+                  "another (e.g. IMAGENET1K_V1); also sets fine-tuning defaults, each printed",
+    "teacher": "distil from this checkpoint or run directory (either engine; it sees the "
+               "same augmented batch through its own input spec)",
+    "kd_temperature": "distillation temperature T (> 0; Hinton et al. used 20 on MNIST)",
+    "kd_alpha": "weight of the teacher term, in [0, 1]; 1 - alpha goes to the labels",
+    "augment": "auto, none, or a list like crop:4,flip,jitter:0.4 (see cnnlab.transforms)",
+    "normalize": "auto (per-channel mean/std of the training set), none, imagenet "
+                 "(ImageNet's mean/std), or MEAN/STD given per channel on the 0..1 scale, "
+                 "e.g. 0.49,0.48,0.45/0.25,0.24,0.26",
+    "input_size": "train (and later eval/predict) at this size, HxW in pixels, e.g. 64x64: "
+                  "every image is resized or padded to it (--resize); recorded in the "
+                  "checkpoint (default: the data's own size when all images share one "
+                  "small size; else, for photos and mixed sizes, the model's native size)",
+    "resize": "how images reach the input size: bilinear (stretch), pad (shrink to fit "
+              "keeping the aspect ratio, then centre on black), crop (shorter side to "
+              "256/224 of the size, then the centre: ImageNet's) or auto (crop for photos "
+              "at an ImageNet-size model's native size, else bilinear)",
+    "in_memory": "image folders / .tar.gz: yes (decode all into memory), no (stream batches "
+                 "from disk with --workers processes), or auto (stream when the decoded "
+                 "training set exceeds CNNLAB_MEMORY_BUDGET_GB, default 25%% of RAM)",
+    "workers": "processes decoding batches when streaming (0: in the training process)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",
+    "channels_last": "use the channels_last memory format (faster convolutions)",
+    "compile": "torch.compile the model",
+    "threads": "number of CPU threads for torch (default: 1 for models under 1M parameters, "
+               "which lose little to one thread and much to a busy core; torch's choice above)",
+    "seed": "random seed (one seed sets shuffling, augmentation, dropout and init)",
+    "out": "run directory (default runs/<model>-<data>-<timestamp>)",
+    "save_every": "also checkpoint every N steps (0: every epoch only)",
+    "early_stop": "stop after N epochs without a lower validation loss (0: never)",
+    "tensorboard": "also log to TensorBoard (if installed)",
+    "progress": "auto (bars on a terminal, lines otherwise), bar, lines or none",
 }
 
 
@@ -346,8 +476,8 @@ def check_config(d: dict, where: str = "config") -> dict:
             parse_input_size(v, f"{where}: input_size")
         from cnnlab.preprocess import RESIZE_POLICIES  # torch-free
 
-        if k == "resize" and v not in RESIZE_POLICIES:
-            raise UserError(f"{where}: resize: found {v!r}, expected one of "
+        if k == "resize" and v not in ("auto", *RESIZE_POLICIES):
+            raise UserError(f"{where}: resize: found {v!r}, expected one of auto, "
                             f"{', '.join(RESIZE_POLICIES)}")
         if "float" in kinds and isinstance(v, int) and not isinstance(v, bool):
             out[k] = v = float(v)

@@ -17,7 +17,22 @@ from cnnlab.registry import check_model_kwargs, get_model
 
 
 def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu"):
-    """(model in eval mode, metadata) from a checkpoint written by either engine."""
+    """Load a trained model: ``cnnlab.load_model`` in the public API.
+
+    Args:
+        checkpoint: a run directory (its chosen checkpoint, ``best``), a checkpoint
+            ``.safetensors`` file, or its ``.json`` sidecar; written by either engine.
+        engine: ``"torch"`` (a ``torch.nn.Module``) or ``"numpy"`` (the scratch engine's
+            module; same state-dict keys and shapes).
+        device: ``"cpu"`` or ``"cuda"`` (torch engine).
+
+    Returns:
+        ``(model, meta)``: the model in eval mode, and the checkpoint's metadata dict
+        (``model``, ``classes``, ``input`` spec with mean/std and size, ``config``, ...).
+
+    Raises UserError (a ValueError) for a missing or corrupt checkpoint, or one naming a
+    model cnnlab cannot build.
+    """
     weights, meta = load_checkpoint(checkpoint)
     path = resolve_checkpoint(checkpoint)
     try:
@@ -112,16 +127,31 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
 def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu",
              test_split: float | None = None, in_memory: str = "auto",
              workers: int = 2, val_split: float | None = None) -> EvalResult:
-    """Accuracy, top-5, per-class accuracy and confusion matrix on ``data``'s test split
-    (default: the data the checkpoint was trained on); ``test_split``: the fraction held out
-    for testing when the data has no test/ folder (default: the run's).
+    """Test a trained model: ``cnnlab.evaluate`` in the public API.
 
-    ``in_memory`` as for training (:func:`cnnlab.data.load_data`): an image folder too big
-    for memory ("no", or "auto" over the budget) is streamed from disk in batches decoded
-    by ``workers`` processes; the results are the same as in memory, batch for batch.
+    Args:
+        checkpoint: a run directory, a checkpoint ``.safetensors`` or its ``.json``.
+        data: the dataset to test on (default: the one the checkpoint was trained on): a
+            built-in or canonical name, an image folder or a ``.tar.gz``.
+        device: ``"cpu"`` or ``"cuda"``.
+        test_split: the fraction held out for testing when the data has no test/ folder
+            (default: the run's).
+        in_memory: as for training (:func:`cnnlab.data.load_data`): an image folder too big
+            for memory (``"no"``, or ``"auto"`` over the budget) is streamed from disk in
+            batches; the results are the same as in memory, batch for batch.
+        workers: processes decoding batches when streaming (0: in this process).
+        val_split: the old name of ``test_split``.
+
+    Returns:
+        :class:`EvalResult`: ``accuracy``, ``top5``, ``loss`` (floats), ``per_class``
+        [(class, accuracy, count)], ``confusion`` (NumPy int (K, K), rows true, columns
+        predicted), ``classes``; ``.to_dict()`` and ``.format()`` (what ``cnnlab eval``
+        prints).
     """
     if workers < 0:
         raise UserError(f"--workers {workers}: expected 0 or more worker processes")
+    from cnnlab.data.resize import fit_split_to_spec, read_as_trained
+
     model, meta = load_model(checkpoint, device=device)
     spec = meta["input"]
     cfg = meta.get("config", {})
@@ -133,13 +163,11 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
 
         test_split = run_test_split(cfg)
     splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0), progress="auto",
-                       in_memory=in_memory)
+                       in_memory=in_memory, **read_as_trained(spec))
     test = splits.test
     if list(test.classes) != list(meta["classes"]):
         raise UserError(f"--data {source}: classes {test.classes} differ from the checkpoint's "
                         f"{meta['classes']}")
-    from cnnlab.data.resize import fit_split_to_spec  # --input-size: resized as in training
-
     test = fit_split_to_spec(test, meta, source)
     from cnnlab.train import _streaming, predict_logits, predict_logits_stream, topk_accuracy
 
@@ -180,8 +208,23 @@ def _as_paths(images) -> list:
 def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
             workers: int | None = None, batch_size: int = 256,
             timings: dict | None = None, runtime: str = "auto") -> list[dict]:
-    """Top-k classes with probabilities for image files and folders (searched recursively;
-    a single path is one image or one folder), PIL images or uint8 arrays (H, W[, C]).
+    """Classify images: ``cnnlab.predict`` in the public API.
+
+    Args:
+        checkpoint: a run directory, a checkpoint ``.safetensors`` or its ``.json``, or an
+            exported ``.onnx`` model.
+        images: image files and folders (searched recursively; a single path is one image
+            or one folder), PIL images or uint8 NumPy arrays (H, W[, C]).
+        topk: how many classes per image.
+        device: ``"cpu"`` or ``"cuda"``.
+        workers: processes decoding images (default: several for 2,000 images or more).
+        batch_size: images per forward pass.
+        timings: a dict that receives the seconds spent loading, decoding and in the model.
+        runtime: ``"auto"``, ``"torch"`` or ``"onnx"`` (see below).
+
+    Returns:
+        one dict per image: ``{"image": name, "top": [{"class", "probability"},
+        ...]}``, best first.
 
     ``checkpoint`` may be an exported ``.onnx`` model: then onnxruntime runs it
     (:func:`cnnlab.deploy.onnx_predict.predict_onnx`); so does a checkpoint with its
@@ -215,7 +258,7 @@ def predict(checkpoint: str | Path, images, topk: int = 3, device: str = "cpu",
     spec = P.check_spec(meta["input"], f"{resolve_checkpoint(checkpoint)}: input spec")
     workers = P.default_workers(len(paths)) if workers is None else workers
     t1 = time.perf_counter()
-    batch, notes = P.load_batch(paths, spec, workers)
+    batch, notes, paths = P.load_batch(paths, spec, workers)  # unreadable ones: skipped, said
     P.warn_mismatches(notes, len(paths))
     t2 = time.perf_counter()
     probs, normalize = [], P.Normalizer(spec)

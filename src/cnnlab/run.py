@@ -5,9 +5,9 @@
         metrics.csv          one row per epoch
         metrics.jsonl        the same rows as JSON lines
         final.json           test accuracy of the chosen checkpoint (which one: "checkpoint"),
-                             validation accuracy, epochs, seconds, model, data
+                             validation accuracy of that epoch, epochs, seconds, model, data
         checkpoints/last.*   after every epoch (and every --save-every steps)
-        checkpoints/best.*   the epoch with the best validation accuracy (none with
+        checkpoints/best.*   the epoch with the lowest validation loss (none with
                              --val-split 0: then the last epoch is the model)
         checkpoints/state-eEEEE-sSSSSSSSS.safetensors
                              optimiser, scheduler and RNG state of last.* (epoch E, global

@@ -15,6 +15,24 @@ def cache_dir() -> Path:
     return d
 
 
+def close_paths(path: Path | str, n: int = 3) -> list[str]:
+    """For a path that does not exist: the names in its folder that match it ignoring case,
+    or nearly (``MNIST.tar.gz`` -> ``mnist.tar.gz``), as paths like the one given."""
+    import difflib
+
+    path = Path(path)
+    folder = path.parent
+    try:
+        names = [p.name for p in Path(folder).expanduser().iterdir()]
+    except OSError:
+        return []
+    lower = {name.lower(): name for name in names}
+    hits = [lower[path.name.lower()]] if path.name.lower() in lower else []
+    hits += [lower[m] for m in difflib.get_close_matches(path.name.lower(), list(lower), n=n,
+                                                        cutoff=0.75) if lower[m] not in hits]
+    return [str(folder / h) if str(folder) != "." else h for h in hits[:n]]
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path | str, mode: str = "wb"):
     """Write to a temp file in the same folder, fsync, then rename over ``path``.

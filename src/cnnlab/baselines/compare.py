@@ -108,16 +108,23 @@ def _trained_row(m, spec, epochs, seed):
             "predict_ms": 1000 * (t1 - t0) / len(test), "detail": f"{epochs} epochs, cnnlab train"}
 
 
-def compare(data: str = "digits", methods=None, k: int = 3, epochs: int | None = None,
-            seed: int = 0, log=None) -> list[dict]:
+def compare(data: str = "digits", methods=None, k: int | None = None,
+            epochs: int | None = None, seed: int = 0, log=None) -> list[dict]:
     """One row per method (dicts with method, accuracy, size, size_unit, train_s,
-    predict_ms, detail); the data is loaded once (``cnnlab.data.load_data``)."""
+    predict_ms, detail); the data is loaded once (``cnnlab.data.load_data``).
+
+    ``k``: neighbours of k-NN (default 3, or the whole training set when smaller, said
+    through ``log``); an explicit ``k`` larger than the training set is refused."""
     from cnnlab.data import load_data
 
     names = parse_methods(methods)
-    if not isinstance(k, int) or k < 1:
+    if k is not None and (not isinstance(k, int) or k < 1):
         raise UserError(f"--k {k}: expected a positive number of neighbours")
     d = load_data(data, progress=False)
+    if k is None:
+        k = min(3, len(d.train))
+        if k < 3 and log and any(m.startswith("knn") for m in names):
+            log(f"--k: using {k}, all the training images (the default 3 is more)")
     if k > len(d.train) and any(m.startswith("knn") for m in names):
         raise UserError(f"--k {k}: larger than the training set ({len(d.train)} images)")
     epochs = epochs or (30 if len(d.train) < 5000 else 5)

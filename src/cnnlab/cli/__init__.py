@@ -60,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"cnnlab {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("interrupted", file=sys.stderr)
+        log = sys.modules.get("cnnlab.training.log")
+        if log is None or not log.interruption_reported():  # the trainer says where it stopped
+            print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the user, --debug for the traceback
         if args.debug:
@@ -78,8 +80,30 @@ def main(argv: list[str] | None = None) -> int:
                   f"installed (pip install \"cnnlab[full]\" installs everything)", file=sys.stderr)
             return 2
         if isinstance(e, ValueError):  # library argument errors (unknown model, bad shapes)
-            print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+            print(f"cnnlab {args.command}: error: {_message(e)}", file=sys.stderr)
             return 2
         print(f"cnnlab {args.command}: unexpected {type(e).__name__}: {e} "
               f"(run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _message(e: Exception) -> str:
+    """An error's one line, made shorter or more helpful for a terminal:
+
+    - an unknown model's message lists close matches, then every registered name: the list
+      gives way to a pointer to `cnnlab models`;
+    - a ``--data`` path that does not exist gets the names in its folder that match it
+      ignoring case, or nearly (``MNIST.tar.gz`` -> ``mnist.tar.gz``)."""
+    import re
+
+    msg = str(e)
+    head, sep, tail = msg.partition(" Known models: ")
+    if sep and "Did you mean" in head:
+        msg = f"{head} (`cnnlab models` lists all {tail.count(',') + 1})"
+    m = re.match(r"--data (.+?): no such file or folder", msg)
+    if m and "did you mean" not in msg.lower():
+        from cnnlab.utils import close_paths
+
+        if close := close_paths(m.group(1)):
+            msg += f"; did you mean {' or '.join(close)}?"
+    return msg

@@ -4,8 +4,11 @@ and argument types that fail at parse time with the argument's name and the allo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import textwrap
+import threading
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,6 +72,25 @@ def one_line_warnings(command: str) -> None:
         return f"cnnlab {command}: warning: {' '.join(str(message).split())}\n"
 
     warnings.formatwarning = fmt
+
+
+@contextlib.contextmanager
+def slow_note(command: str, message: str, after: float = 2.0):
+    """Say ``cnnlab COMMAND: MESSAGE`` on stderr if the block still runs after ``after``
+    seconds: a quick command stays quiet, a slow one is never silent to a person watching.
+    Only on a terminal: how long a step takes must not change what a log or a pipe holds."""
+
+    def note():
+        if sys.stderr.isatty():
+            print(f"cnnlab {command}: {message}", file=sys.stderr, flush=True)
+
+    t = threading.Timer(after, note)
+    t.daemon = True
+    t.start()
+    try:
+        yield
+    finally:
+        t.cancel()
 
 
 def json_dict(s: str) -> dict:

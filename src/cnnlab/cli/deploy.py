@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from cnnlab.cli.common import add_command
 from cnnlab.errors import UserError
@@ -13,7 +14,8 @@ EXAMPLES = {
         cnnlab export runs/lenet5-mnist-.../checkpoints/best.safetensors       # -> best.onnx
         cnnlab export RUN_DIR --format onnx --out lenet5.onnx --dynamic-batch
         cnnlab export RUN_DIR --format pt2 --out lenet5.pt2 --force
-        cnnlab predict lenet5.onnx digits/            # onnxruntime only, torch never loaded""",
+        cnnlab predict lenet5.onnx digits/            # onnxruntime only, torch never loaded
+        cnnlab export --model resnet50 --pretrained --out resnet50.onnx   # ImageNet weights""",
     "bench": """
         cnnlab bench lenet5                           # a zoo model with random weights
         cnnlab bench RUN_DIR --batch 1,32,256 --runtime torch,compile,onnx
@@ -47,10 +49,15 @@ def int_list(text: str) -> list[int]:
 def register(subs) -> None:
     e = add_command(subs, "export", "export a checkpoint to ONNX or a torch.export .pt2 program, "
                     "checked against torch", EXAMPLES["export"], cmd_export)
-    e.add_argument("checkpoint", help="checkpoint .safetensors, its .json, or a run directory")
+    e.add_argument("checkpoint", nargs="?",
+                   help="checkpoint .safetensors, its .json, or a run directory")
+    e.add_argument("--model", metavar="NAME", help="with --pretrained: export this zoo model "
+                                                   "with torchvision's ImageNet weights")
+    e.add_argument("--pretrained", nargs="?", const="default", metavar="SET",
+                   help="the ImageNet weight set of --model (default: its default set)")
     e.add_argument("--format", default="onnx", help="onnx or pt2 (default: onnx)")
     e.add_argument("--out", help="output file (default: beside the checkpoint, best.onnx "
-                                 "for best.safetensors)")
+                                 "for best.safetensors; MODEL-SET.onnx for --pretrained)")
     e.add_argument("--opset", type=positive_int,
                    help="ONNX opset version (default: the exporter's, 20)")
     e.add_argument("--dynamic-batch", action="store_true",
@@ -78,14 +85,38 @@ def register(subs) -> None:
 def cmd_export(args) -> int:
     from cnnlab.deploy.export import export_checkpoint
 
-    r = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out, opset=args.opset,
-                          dynamic_batch=args.dynamic_batch, force=args.force)
+    if args.model or args.pretrained:
+        r = _export_pretrained(args)
+    elif not args.checkpoint:
+        raise UserError("export: expected a checkpoint or run directory (or --model NAME "
+                        "--pretrained)")
+    else:
+        r = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out, opset=args.opset,
+                              dynamic_batch=args.dynamic_batch, force=args.force)
     if args.json:
         d = {**r.__dict__, "path": str(r.path)}
         print(json.dumps(d, indent=2))
     else:
         print(r.format_line())
     return 0
+
+
+def _export_pretrained(args):
+    """``export --model NAME --pretrained [SET]``: weights + ImageNet input spec (resize
+    "crop") and class names in the file's metadata."""
+    from pathlib import Path
+
+    from cnnlab.deploy.export import check_export_args, export_model
+    from cnnlab.pretrained import load, meta, weight_set
+
+    if not (args.model and args.pretrained) or args.checkpoint:
+        raise UserError(f"export --model {args.model} --pretrained {args.pretrained}: give "
+                        f"both, and no checkpoint (e.g. export --model resnet50 --pretrained)")
+    ws = weight_set(args.model, args.pretrained)
+    out = args.out or f"{ws.model}-{ws.name.lower()}.{args.format}"
+    check_export_args(args.format, Path(out), args.opset, args.force)  # before the download
+    return export_model(load(ws.model, ws.name)[0], meta(ws.model, ws.name), out, args.format,
+                        args.opset, args.dynamic_batch, args.force)
 
 
 def cmd_bench(args) -> int:
@@ -95,6 +126,7 @@ def cmd_bench(args) -> int:
         raise UserError(f"--seconds {args.seconds}: expected a duration in (0, 600]")
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
     report = bench(args.model, batches=args.batch, runtimes=runtimes, threads=args.threads,
-                   input_size=args.input, seconds=args.seconds)
+                   input_size=args.input, seconds=args.seconds,
+                   say=lambda m: print(f"cnnlab bench: {m}", file=sys.stderr, flush=True))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0

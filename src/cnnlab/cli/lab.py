@@ -42,7 +42,8 @@ def register(subs) -> None:
     c.add_argument("--methods", default=None,
                    help="comma-separated: knn, knn-fast, knn-l1, linear, bovw, coates, mlp, or "
                         "any zoo model (default: knn,linear,mlp,lenet5)")
-    c.add_argument("--k", type=int, default=3, help="k of k-NN (default: 3)")
+    c.add_argument("--k", type=int, help="k of k-NN (default: 3, or all the training images "
+                                         "when fewer)")
     c.add_argument("--epochs", type=int, default=None, help="epochs for trained methods")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", action="store_true", help="print JSON")

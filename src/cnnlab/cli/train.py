@@ -16,6 +16,8 @@ TRAIN_EXAMPLES = """
     cnnlab train --resume runs/lenet5-digits-20261122-104500
     cnnlab train --data digits --init runs/mnist-run --freeze backbone     # linear probe
     cnnlab train --init resnet18.pth --lr-backbone 0.1 --data my-photos/   # fine-tune
+    cnnlab train --model resnet18 --pretrained --data my-photos/ --epochs 5  # from ImageNet
+    cnnlab train --model resnet50 --pretrained IMAGENET1K_V1 --data my-photos/
     cnnlab train --model mlp --teacher runs/big-run --kd-temperature 20   # distil
     cnnlab train --nproc 2 --device cpu              # 2 processes (torchrun, gloo)"""
 
@@ -23,70 +25,11 @@ PREVIEW_EXAMPLES = """
     cnnlab augment-preview --out grid.png
     cnnlab augment-preview --data ../shared/datasets/cifar10.tar.gz --augment crop:4,flip,jitter:0.4 --out grid.png"""
 
-TRAIN_HELP = {
-    "model": "registered model name (see `cnnlab models`)",
-    "data": "digits (built in), mnist, fashion-mnist, cifar10, cifar100, an image-folder tree "
-            "or a .tar.gz of one",
-    "engine": "torch, or numpy for the from-scratch engine (cnnlab.scratch)",
-    "model_kwargs": "extra model constructor arguments as JSON, e.g. '{\"activation\": \"tanh\"}'",
-    "val_split": "fraction of the training images held out as a validation set that picks "
-                 "the best checkpoint and drives --early-stop; 0 trains on all of them and "
-                 "keeps the last epoch",
-    "test_split": "fraction held out for testing when the data has no test/ folder",
-    "epochs": "number of epochs",
-    "batch_size": "global batch size (split across processes under torchrun)",
-    "optimizer": "sgd, adam or adamw",
-    "lr": "peak learning rate",
-    "momentum": "SGD momentum",
-    "nesterov": "Nesterov momentum for SGD",
-    "weight_decay": "L2 weight decay (not on biases and norm weights unless --decay-norm-and-bias)",
-    "decay_norm_and_bias": "apply weight decay to biases and norm weights too",
-    "schedule": "learning-rate schedule: constant, step, cosine or onecycle",
-    "warmup_epochs": "linear warm-up epochs (constant, step, cosine)",
-    "milestones": "schedule step: decay x0.1 at these fractions of training",
-    "label_smoothing": "label smoothing of the cross-entropy target",
-    "grad_clip": "clip the global gradient norm to this value",
-    "aux_weight": "weight of auxiliary-classifier losses (GoogLeNet)",
-    "init": "start from these weights: a cnnlab checkpoint or run directory, a torchvision "
-            "state dict (.pth, ResNet/VGG) or a .safetensors file; the head is replaced "
-            "when the class count differs",
-    "freeze": "backbone (train the head only: a linear probe) or until:LAYER (freeze the "
-              "layers up to and including LAYER); frozen batch-norm statistics stay fixed",
-    "unfreeze_at": "epoch (1-based) from which the frozen layers train too (0: never)",
-    "lr_backbone": "learning-rate factor for the non-head layers (e.g. 0.1 when fine-tuning)",
-    "teacher": "distil from this checkpoint or run directory (either engine; it sees the "
-               "same augmented batch through its own input spec)",
-    "kd_temperature": "distillation temperature T (> 0; Hinton et al. used 20 on MNIST)",
-    "kd_alpha": "weight of the teacher term, in [0, 1]; 1 - alpha goes to the labels",
-    "augment": "auto, none, or a list like crop:4,flip,jitter:0.4 (see cnnlab.transforms)",
-    "normalize": "auto (per-channel mean/std of the training set), none, or MEAN/STD given "
-                 "per channel on the 0..1 scale, e.g. 0.49,0.48,0.45/0.25,0.24,0.26",
-    "input_size": "train (and later eval/predict) at this size, HxW in pixels, e.g. 64x64: "
-                  "every image is resized or padded to it (--resize); recorded in the "
-                  "checkpoint (default: the data's own size)",
-    "resize": "how images reach --input-size: bilinear (stretch) or pad (shrink to fit "
-              "keeping the aspect ratio, then centre on black)",
-    "in_memory": "image folders / .tar.gz: yes (decode all into memory), no (stream batches "
-                 "from disk with --workers processes), or auto (stream when the decoded "
-                 "training set exceeds CNNLAB_MEMORY_BUDGET_GB, default 25%% of RAM)",
-    "workers": "processes decoding batches when streaming (0: in the training process)",
-    "device": "auto, cpu, cuda or cuda:N",
-    "amp": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16 or off",
-    "channels_last": "use the channels_last memory format (faster convolutions)",
-    "compile": "torch.compile the model",
-    "threads": "number of CPU threads for torch (default: 1 for models under 1M parameters, "
-               "which lose little to one thread and much to a busy core; torch's choice above)",
-    "seed": "random seed (one seed sets shuffling, augmentation, dropout and init)",
-    "out": "run directory (default runs/<model>-<data>-<timestamp>)",
-    "save_every": "also checkpoint every N steps (0: every epoch only)",
-    "early_stop": "stop after N epochs without validation-accuracy improvement (0: never)",
-    "tensorboard": "also log to TensorBoard (if installed)",
-    "progress": "auto (bars on a terminal, lines otherwise), bar, lines or none",
-}
 
 
 def register(subs) -> None:
-    from cnnlab.config import FIELDS, RANGES, TrainConfig
+    from cnnlab.config import FIELDS, HELP, RANGES, TrainConfig
+    from cnnlab.preprocess import RESIZE_POLICIES
 
     t = add_command(subs, "train", "train a model (default: LeNet-5 on the built-in digits)",
                     TRAIN_EXAMPLES, cmd_train)
@@ -98,7 +41,7 @@ def register(subs) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        h = TRAIN_HELP[name]  # says its own default when it is not a plain value (--out)
+        h = HELP[name]  # says its own default when it is not a plain value (--out)
         h = h if "(default" in h else f"{h} (default: {default})"
         if isinstance(default, bool):
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=h)
@@ -114,7 +57,11 @@ def register(subs) -> None:
                 t.add_argument(flag, type=_input_size_arg, default=None, metavar="HxW", help=h)
                 continue
             if name == "resize":
-                t.add_argument(flag, choices=("bilinear", "pad"), default=None, help=h)
+                t.add_argument(flag, choices=("auto", *RESIZE_POLICIES), default=None, help=h)
+                continue
+            if name == "pretrained":  # --pretrained alone: the model's default weight set
+                t.add_argument(flag, nargs="?", const="default", default=None, metavar="NAME",
+                               help=h)
                 continue
             t.add_argument(flag, type=typ, default=None, help=h)
 
@@ -245,12 +192,12 @@ def _relay_stderr(stream) -> bool:
 
 def _check_before_launch(args, overrides: dict) -> None:
     """What can be checked before starting processes: the config (file, types, ranges,
-    model arguments), the model name, and that the data exists."""
+    model arguments), then what :func:`cnnlab.training.loop.check_before_run` checks (model
+    name, schedule, augmentation, that the data exists)."""
     from pathlib import Path
 
     from cnnlab.config import load_yaml, make_config
-    from cnnlab.errors import UserError
-    from cnnlab.registry import model_info
+    from cnnlab.training.loop import check_before_run
 
     if args.resume:
         from cnnlab.run import RunDir
@@ -259,16 +206,7 @@ def _check_before_launch(args, overrides: dict) -> None:
         cfg = make_config(base, **{k: v for k, v in overrides.items() if k == "epochs"})
     else:
         cfg = make_config(load_yaml(args.config) if args.config else {}, **overrides)
-    try:
-        model_info(cfg.model)
-    except ValueError as e:
-        raise UserError(f"--model {cfg.model}: {e}") from e
-    from cnnlab.data import _named_loaders
-
-    if cfg.data != "digits" and cfg.data not in _named_loaders() and not Path(
-            cfg.data).expanduser().exists():
-        raise UserError(f"--data {cfg.data}: no such file or folder (expected 'digits', a "
-                        f"dataset name, an image-folder tree or a .tar.gz of one)")
+    check_before_run(cfg)
 
 
 def _data_name(spec: str) -> str:

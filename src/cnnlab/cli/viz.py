@@ -28,7 +28,8 @@ EXAMPLES = {
         cnnlab viz top-patches RUN_DIR --images 5000 --n 10""",
     "gradcam": """
         cnnlab viz gradcam runs/lenet5-mnist --n 6
-        cnnlab viz gradcam RUN_DIR cat.png dog.png --class 3 --layer layer2
+        cnnlab viz gradcam RUN_DIR cat.png dog.png --class cat,dog --layer layer2
+        cnnlab viz gradcam RUN_DIR --n 3 --class 7
         cnnlab viz gradcam RUN_DIR --methods gradcam,gradcam++,guided-gradcam,saliency,integrated-gradients,occlusion""",
     "templates": """
         cnnlab viz templates runs/linear-cifar10""",
@@ -37,7 +38,8 @@ EXAMPLES = {
         cnnlab viz embed RUN_DIR --method pca --no-pixels --thumbnails""",
     "retrieve": """
         cnnlab viz retrieve runs/lenet5-mnist --k 10
-        cnnlab viz retrieve RUN_DIR --queries 6 --gallery 60000""",
+        cnnlab viz retrieve RUN_DIR --queries 6 --gallery 60000
+        cnnlab viz retrieve RUN_DIR my.jpg other.png        # your own images as queries""",
     "curves": """
         cnnlab viz curves runs/lenet5-digits-20261122-134459
         cnnlab viz curves runs/a runs/b --out compare.png""",
@@ -130,14 +132,18 @@ def _register_looking(kinds) -> None:
     p.add_argument("--layer", help="layer (default: the Grad-CAM layer, the last conv)")
     p.add_argument("--channels", help="comma-separated channels (default 0..7)")
     p.add_argument("--n", type=int, default=8, help="patches per channel (default 8)")
-    p.add_argument("--images", type=int, default=2000, help="test images searched (default 2000)")
+    p.add_argument("--images", type=int, help="test images searched (default 2000, or all when "
+                                              "the test set is smaller)")
     _common(p, "top-patches")
 
     p = add_command(kinds, "gradcam", HELP["gradcam"], EXAMPLES["gradcam"], _run("gradcam"))
     p.add_argument("checkpoint", help=ck)
     p.add_argument("images", nargs="*", help="image files (default: --n test images)")
-    p.add_argument("--n", type=int, default=6, help="test images when no file is given")
-    p.add_argument("--class", dest="target", type=int, help="class index (default: predicted)")
+    p.add_argument("--n", type=int, help="test images when no file is given (default 6, or all "
+                                         "when the test set is smaller)")
+    p.add_argument("--class", dest="target", metavar="CLASS",
+                   help="class name or index to explain, for every image, or a comma list with "
+                        "one per image, like cat,dog (default: each image's predicted class)")
     p.add_argument("--layer", help="Grad-CAM layer (default: the last spatial layer)")
     p.add_argument("--methods", default="gradcam", help="comma-separated: gradcam, gradcam++, "
                    "guided-gradcam, saliency, integrated-gradients, occlusion (default gradcam)")
@@ -157,7 +163,8 @@ def _register_learned(kinds) -> None:
     p.add_argument("checkpoint", help=ck)
     p.add_argument("--method", default="tsne", help="tsne (default: openTSNE, else "
                    "scikit-learn), tsne-sklearn, pca or umap")
-    p.add_argument("--n", type=int, default=2000, help="test images (default 2000)")
+    p.add_argument("--n", type=int, help="test images (default 2000, or all when the test set "
+                                         "is smaller)")
     p.add_argument("--layer", help="feature layer (default: the input of the classifier head)")
     p.add_argument("--pixels", action="store_true", default=True,
                    help="draw the raw-pixel map beside it (default)")
@@ -168,10 +175,13 @@ def _register_learned(kinds) -> None:
 
     p = add_command(kinds, "retrieve", HELP["retrieve"], EXAMPLES["retrieve"], _run("retrieve"))
     p.add_argument("checkpoint", help=ck)
-    p.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    p.add_argument("--queries", type=int, default=4, help="query images drawn (default 4)")
-    p.add_argument("--gallery", type=int, default=10000,
-                   help="training images searched (default 10000)")
+    p.add_argument("images", nargs="*", help="your own query images (default: --queries test "
+                                             "images)")
+    p.add_argument("--k", type=int, help="neighbours (default 10, or the gallery size)")
+    p.add_argument("--queries", type=int, help="test images drawn as queries (default 4, or all "
+                                               "when fewer)")
+    p.add_argument("--gallery", type=int,
+                   help="training images searched (default 10000, or all when fewer)")
     p.add_argument("--layer", help="feature layer (default: the input of the classifier head)")
     _common(p, "retrieve")
 
@@ -208,7 +218,8 @@ def _kwargs(kind: str, a) -> dict:
         kw.update(method=a.method, n=a.n, layer=a.layer, pixels=a.pixels,
                   thumbnails=a.thumbnails, k=a.k, seed=a.seed)
     elif kind == "retrieve":
-        kw.update(k=a.k, queries=a.queries, gallery=a.gallery, layer=a.layer, seed=a.seed)
+        kw.update(images=a.images, k=a.k, queries=a.queries, gallery=a.gallery, layer=a.layer,
+                  seed=a.seed)
     elif kind == "mistakes":
         kw.update(n=a.n)
     return kw

@@ -163,8 +163,33 @@ def load_canonical(name: str, progress="auto", root: Path | str | None = None) -
         raise UserError(f"--data {name}: unknown dataset (expected one of {', '.join(DATASETS)})")
     ds = DATASETS[name]
     root = Path(root).expanduser() if root is not None else dataset_dir(name)
-    root.mkdir(parents=True, exist_ok=True)
-    return (_load_idx if ds.kind == "idx" else _load_cifar)(ds, root, progress)
+    created = _make_dirs(root)
+    try:
+        return (_load_idx if ds.kind == "idx" else _load_cifar)(ds, root, progress)
+    except BaseException:
+        _remove_empty(created)  # a failed download leaves no empty `datasets/<name>` entry
+        raise
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; the folders it created, deepest first."""
+    created = []
+    p = path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders we created, deepest first, while they are still empty (a part
+    file kept for resuming keeps its folder)."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 NAMED_LOADERS = {name: partial(load_canonical, name) for name in DATASETS}

@@ -150,8 +150,12 @@ def _onnx_session(model, meta, onnx_path, tmp: Path, threads: int | None):
 
 
 def bench(source: str, batches=(1, 32, 256), runtimes=RUNTIMES, threads: int | None = None,
-          input_size: str | None = None, seconds: float = 1.0) -> BenchReport:
-    """Measure every (runtime, batch) pair; see the module docstring."""
+          input_size: str | None = None, seconds: float = 1.0, say=None) -> BenchReport:
+    """Measure every (runtime, batch) pair; see the module docstring.
+
+    ``say(message)``, when given, hears one progress line per step (an export or a compile
+    takes tens of seconds; each timed case about ``seconds``)."""
+    say = say or (lambda message: None)
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad or not runtimes:
         raise UserError(f"--runtime {','.join(runtimes)}: unknown {bad or 'none'}; expected "
@@ -174,6 +178,9 @@ def bench(source: str, batches=(1, 32, 256), runtimes=RUNTIMES, threads: int | N
                 report.notes.append(f"{rt}: skipped (an .onnx file has no torch model)")
                 continue
             t0 = time.perf_counter()
+            if rt == "onnx":
+                say("onnx: exporting the model (dynamic batch) and loading it in onnxruntime..."
+                    if onnx_path is None else f"onnx: loading {onnx_path} in onnxruntime...")
             session = _onnx_session(model, meta, onnx_path, Path(tmp), threads) \
                 if rt == "onnx" else None
             setup = time.perf_counter() - t0
@@ -186,7 +193,9 @@ def bench(source: str, batches=(1, 32, 256), runtimes=RUNTIMES, threads: int | N
                 else:
                     fn = _torch_fn(model, x, rt == "compile")
                     if rt == "compile":
+                        say(f"compile: compiling for batch {b}...")
                         fn()  # compile for this shape outside the timing
+                say(f"{rt}: timing batch {b} for about {seconds:g} s...")
                 setup += time.perf_counter() - t0 if rt == "compile" else 0.0
                 report.rows.append(_row(rt, b, time_calls(fn, seconds), setup))
                 setup = 0.0

@@ -194,7 +194,7 @@ def predict_onnx(model, images, topk: int = 3, classes: list[str] | None = None,
                                                                           input_spec, threads)
     workers = P.default_workers(len(paths)) if workers is None else workers
     t1 = time.perf_counter()
-    batch, notes = P.load_batch(paths, clf.spec, workers)
+    batch, notes, paths = P.load_batch(paths, clf.spec, workers)  # unreadable: skipped, said
     P.warn_mismatches(notes, len(paths))
     t2 = time.perf_counter()
     out = clf.predict_arrays(batch, topk, paths)

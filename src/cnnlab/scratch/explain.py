@@ -102,10 +102,10 @@ def _conv(img, ker, stride, padding) -> str:
     return "\n".join(lines + _conv_steps(img, ker, stride, padding))
 
 
-def _stride(img, ker, padding) -> str:
+def _stride(img, ker, padding, stride=2) -> str:
     lines = ["Stride: how far the filter moves between positions.", "", "Input:", _grid(img),
              "", "Filter:", _grid(ker)]
-    for s in (1, 2):
+    for s in sorted({1, stride}):
         h, f = img.shape[0], ker.shape[0]
         lines += ["", f"Stride {s}: output size {_size_line(h, f, s, padding)}"]
         try:
@@ -119,8 +119,8 @@ def _stride(img, ker, padding) -> str:
     return "\n".join(lines)
 
 
-def _padding(img, ker, stride, padding) -> str:
-    p = padding or (ker.shape[0] - 1) // 2
+def _padding(img, ker, stride, padding=None) -> str:
+    p = padding if padding is not None else (ker.shape[0] - 1) // 2
     h, f = img.shape[0], ker.shape[0]
     lines = ["Zero padding adds P rows/columns of zeros around the input so the filter can "
              "centre on border pixels.", "Output size: W' = (W - F + 2P) / S + 1.", "",
@@ -166,8 +166,8 @@ def _pool_windows(a, k, s):
     return [(y, x, a[s * y:s * y + k, s * x:s * x + k]) for y in range(o[0]) for x in range(o[1])]
 
 
-def _pooling(a, stride) -> str:
-    k, s = 2, (stride if stride != 1 else 2)
+def _pooling(a, stride=2) -> str:
+    k, s = 2, stride
     x = a[None, None]
     mx, mcache = F.max_pool2d_forward(x, k, s, strict=True)
     av, acache = F.avg_pool2d_forward(x, k, s)
@@ -188,8 +188,8 @@ def _pooling(a, stride) -> str:
     return "\n".join(lines)
 
 
-def _stochastic(a, stride, seed=0) -> str:
-    k, s = 2, (stride if stride != 1 else 2)
+def _stochastic(a, stride=2, seed=0) -> str:
+    k, s = 2, stride
     if (a < 0).any():
         raise ValueError("--input: stochastic pooling needs non-negative values (after ReLU).")
     x = a[None, None]
@@ -236,55 +236,90 @@ def _rgb(seed=0) -> str:
     return "\n".join(lines)
 
 
-def _params() -> str:
+def _params(stride=None, padding=None) -> str:
     lines = ["Parameters of a convolution layer: each filter has F*F*C weights + 1 bias."]
     for k, f, p, (c, h) in ((10, 5, 2, (3, 32)), (6, 5, 0, (3, 32)), (96, 11, 0, (3, 227))):
-        s = 4 if f == 11 else 1
+        s = stride if stride is not None else (4 if f == 11 else 1)
+        p = padding if padding is not None else p
         conv = nn.Conv2d(c, k, f, stride=s, padding=p)
         h2 = F.output_size(h, f, s, p)
         n = sum(q.data.size for q in conv.parameters())
         lines += ["", f"{k} filters {f}x{f}, stride {s}, pad {p} on {h}x{h}x{c}: output "
                   f"{h2}x{h2}x{k} ({_size_line(h, f, s, p)})",
                   f"  each filter {f}*{f}*{c} + 1 = {n // k}; {k} filters: {n:,} parameters"]
-    lines.append("  (The AlexNet lecture table's 11.6K for Conv1 forgets the 3 input channels.)")
+    if stride is not None or padding is not None:
+        lines.append("  (Stride and padding change the output size, never the parameters.)")
+    else:
+        lines.append("  (The AlexNet lecture table's 11.6K for Conv1 forgets the 3 input "
+                     "channels.)")
     return "\n".join(lines)
 
 
 TOPICS = ("conv", "stride", "padding", "pooling", "stochastic-pooling", "rgb-conv", "params",
           "output-size")
+# The options each topic uses; any other is refused (never silently ignored).
+OPTIONS = {"conv": ("input", "kernel", "stride", "padding"),
+           "stride": ("input", "kernel", "stride", "padding"),
+           "padding": ("input", "kernel", "stride", "padding"),
+           "output-size": ("input", "kernel", "stride", "padding"),
+           "pooling": ("input", "stride"),
+           "stochastic-pooling": ("input", "stride"),
+           "rgb-conv": (),
+           "params": ("stride", "padding")}
+
+
+def _check_options(topic: str, given: dict) -> None:
+    unused = [f"--{k}" for k, v in given.items() if v is not None and k not in OPTIONS[topic]]
+    if unused:
+        uses = ", ".join(f"--{k}" for k in OPTIONS[topic])
+        raise ValueError(f"{', '.join(unused)}: not used by the {topic} topic (it takes "
+                         f"{uses if uses else 'no options'}).")
 
 
 def explain(topic: str, input: str | None = None, kernel: str | None = None,
-            stride: int = 1, padding: int = 0) -> str:
-    """The worked example of `topic` as text. `input`/`kernel`: the user's own small
-    matrices (``"1 0 1; 0 1 0"``); `stride`, `padding`: integers. Raises ValueError with a
-    one-line message on a bad topic or matrix."""
+            stride: int | None = None, padding: int | None = None) -> str:
+    """The worked example of `topic` as text.
+
+    Args:
+        topic: one of :data:`TOPICS`.
+        input, kernel: the user's own small matrices (``"1 0 1; 0 1 0"``).
+        stride, padding: integers (default: the topic's; ``stride`` topic compares stride 1
+            with ``stride``, default 2; pooling uses a 2x2 window with ``stride``, default 2).
+
+    Each topic uses the options listed in :data:`OPTIONS`; passing another raises a
+    ValueError naming the topic's options. Raises ValueError with a one-line message on a
+    bad topic or matrix."""
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; choose one of: {', '.join(TOPICS)}.")
+    _check_options(topic, dict(input=input, kernel=kernel, stride=stride, padding=padding))
     from cnnlab.config import check_range  # the one table of argument ranges
 
-    check_range("stride", stride)  # small worked examples: --padding 100000 would ask for
-    check_range("padding", padding)  # a 298 GiB padded matrix
-    pool = topic in ("pooling", "stochastic-pooling")
-    img = parse_matrix(input or (LECTURE_POOL_MAP if pool else LECTURE_IMAGE), "--input")
-    ker = parse_matrix(kernel or (CENTER_FILTER if topic == "stride" else LECTURE_FILTER),
-                       "--kernel")
-    for name, m in (("--kernel", ker),):
-        if m.shape[0] > img.shape[0] + 2 * padding or m.shape[1] > img.shape[1] + 2 * padding:
-            raise ValueError(f"{name}: a {m.shape[0]}x{m.shape[1]} filter is larger than the "
-                             f"{img.shape[0]}x{img.shape[1]} input padded by {padding}.")
-    if topic == "conv":
-        return _conv(img, ker, stride, padding)
-    if topic == "stride":
-        return _stride(img, ker, padding)
-    if topic == "padding":
-        return _padding(img, ker, stride, padding)
-    if topic == "output-size":
-        return _output_size(img, ker, stride, padding, user=input is not None)
-    if topic == "pooling":
-        return _pooling(img, stride)
-    if topic == "stochastic-pooling":
-        return _stochastic(img, stride)
+    for name, v in (("stride", stride), ("padding", padding)):
+        if v is not None:  # small worked examples: --padding 100000 would ask for
+            check_range(name, v)  # a 298 GiB padded matrix
     if topic == "rgb-conv":
         return _rgb()
-    return _params()
+    if topic == "params":
+        return _params(stride, padding)
+    pool = topic in ("pooling", "stochastic-pooling")
+    img = parse_matrix(input or (LECTURE_POOL_MAP if pool else LECTURE_IMAGE), "--input")
+    if pool:
+        pool_fn = _pooling if topic == "pooling" else _stochastic
+        return pool_fn(img, 2 if stride is None else stride)
+    ker = parse_matrix(kernel or (CENTER_FILTER if topic == "stride" else LECTURE_FILTER),
+                       "--kernel")
+    pad = padding or 0
+    if ker.shape[0] > img.shape[0] + 2 * pad or ker.shape[1] > img.shape[1] + 2 * pad:
+        what = "--kernel: a" if kernel is not None else "the default"
+        raise ValueError(f"{what} {ker.shape[0]}x{ker.shape[1]} filter is larger than the "
+                         f"{img.shape[0]}x{img.shape[1]} input padded by {pad}"
+                         + ("." if kernel is not None else "; pass a smaller --kernel or a "
+                            "--padding."))
+    if topic == "conv":
+        return _conv(img, ker, stride or 1, pad)
+    if topic == "stride":
+        return _stride(img, ker, pad, 2 if stride is None else stride)
+    if topic == "padding":
+        return _padding(img, ker, stride or 1, padding)
+    return _output_size(img, ker, stride or 1, pad,
+                        user=any(v is not None for v in (input, kernel, stride, padding)))

@@ -1,7 +1,7 @@
 """The loop's position and what goes into a checkpoint; resuming (also a finished run).
 
 A run directory's ``checkpoints/`` holds ``last`` (every epoch and every ``--save-every``
-steps), ``best`` (the epoch with the best validation accuracy) and one
+steps), ``best`` (the epoch with the lowest validation loss) and one
 ``state-eEEEE-sSSSSSSS.safetensors``: the optimiser/scheduler/RNG state of ``last`` at epoch
 E, global step S, needed to resume exactly (see :mod:`cnnlab.checkpoint`).
 """

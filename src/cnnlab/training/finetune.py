@@ -1,4 +1,5 @@
-"""Fine-tuning: start from other weights (``--init``), freeze layers (``--freeze``).
+"""Fine-tuning: start from other weights (``--init``, ``--pretrained``), freeze layers
+(``--freeze``).
 
 Sources (:func:`load_source`): a cnnlab checkpoint or run directory (either engine), a
 torchvision state dict (``.pth``/``.pt``, read with ``torch.load(weights_only=True)``, which
@@ -149,6 +150,26 @@ def init_weights(cfg, target: dict, head_keys: set[str], classes: list[str]):
     return load, rep, format_report(cfg.init, rep, sum(int(np.size(v)) for v in load.values()))
 
 
+def init_from_pretrained(cfg, target: dict, head_keys: set[str], classes: list[str]):
+    """(weights to load, report, printable table) for ``--pretrained``: torchvision's ImageNet
+    weight set ``cfg.pretrained`` of ``cfg.model`` (:mod:`cnnlab.pretrained`), aligned by
+    :func:`adapt`; the head is replaced unless the classes are ImageNet's 1,000 in order."""
+    from cnnlab import pretrained as PT
+
+    ws = PT.weight_set(cfg.model, cfg.pretrained)
+    sd = PT.state_dict(cfg.model, ws.name, progress=cfg.progress != "none")
+    source = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+    replace_head = list(classes) != PT.class_names()
+    load, rep = adapt(source, target, head_keys, replace_head)
+    if not load:
+        raise UserError(f"--pretrained {ws.key}: none of its {len(source)} tensors match model "
+                        f"{cfg.model!r} (built with --model-kwargs {cfg.model_kwargs})")
+    rep["source"] = f"pretrained:{ws.key}"
+    rep["pretrained"] = PT.record(ws)
+    label = f"{ws.key} ({ws.file}, ImageNet top-1 {ws.top1:.2f}%)"
+    return load, rep, format_report(label, rep, sum(int(np.size(v)) for v in load.values()))
+
+
 # ---------------------------------------------------------------------------- freezing
 def frozen_names(model, freeze: str | None, head_keys: set[str]) -> set[str]:
     """Parameter names ``--freeze`` fixes (torch model): ``backbone`` or ``until:LAYER``."""
@@ -188,6 +209,9 @@ def frozen_norm_eval(model) -> None:
 
 
 def check_finetune_config(cfg) -> None:
+    if cfg.pretrained and cfg.init:
+        raise UserError(f"--pretrained {cfg.pretrained} and --init {cfg.init}: give one source "
+                        f"of initial weights")
     if cfg.unfreeze_at and not cfg.freeze:
         raise UserError(f"--unfreeze-at {cfg.unfreeze_at}: needs --freeze")
     if cfg.unfreeze_at and not 1 <= cfg.unfreeze_at <= cfg.epochs:

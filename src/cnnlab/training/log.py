@@ -8,14 +8,30 @@ import sys
 import time
 
 
+_said = {"interrupted": False}
+
+
 def say(main: bool, msg: str) -> None:
     if main:
         print(msg, file=sys.stderr, flush=True)
+        if msg.startswith("interrupted"):
+            _said["interrupted"] = True
+
+
+def interruption_reported() -> bool:
+    """Whether this process already told the user a run was interrupted (and where to resume
+    it), so the command line does not say "interrupted" a second time. Asking resets it."""
+    said, _said["interrupted"] = _said["interrupted"], False
+    return said
 
 
 class Progress:
     """One epoch's bar (``--progress bar``, the default on a terminal) or one line per
-    epoch (``lines``, the default otherwise); ``none`` is silent."""
+    epoch (``lines``, the default otherwise); ``none`` is silent.
+
+    Bars are progress and go to stderr; the per-epoch lines are the run's record and go to
+    stdout with the final result, so ``cnnlab train > log.txt`` keeps every epoch (with bars
+    on the terminal, each epoch's line still goes to a stdout that is not a terminal)."""
 
     def __init__(self, mode: str, main: bool, epochs: int, tag: str = ""):
         self.mode = mode if mode != "auto" else ("bar" if sys.stderr.isatty() else "lines")
@@ -45,12 +61,14 @@ class Progress:
         sel = "val" if row.get("val_acc") is not None else "test"
         text = (f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  {sel} loss "
                 f"{row[sel + '_loss']:.4f} acc {row[sel + '_acc']:.2%}  {ips:,.0f} img/s")
+        line = f"epoch {row['epoch']}/{self.epochs}  {text}  {row['seconds']:.1f}s{self.tag}"
         if self.bar is not None:
             self.bar.set_postfix_str(text.replace("  ", " "))
             self.close()
-        elif self.show:
-            print(f"epoch {row['epoch']}/{self.epochs}  {text}  {row['seconds']:.1f}s{self.tag}",
-                  file=sys.stderr, flush=True)
+            if not sys.stdout.isatty():  # bars on the terminal, the record in the file
+                print(line, file=sys.stdout, flush=True)
+        elif self.show:  # the run's record: stdout, so `cnnlab train > log.txt` keeps it
+            print(line, file=sys.stdout, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

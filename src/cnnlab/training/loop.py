@@ -84,6 +84,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
     elif overrides:
         cfg = make_config(cfg.to_dict(), **overrides)
     finetune.check_finetune_config(cfg)
+    if resume is None:
+        check_before_run(cfg)
     if cfg.early_stop and not cfg.val_split:
         raise UserError(f"--early-stop {cfg.early_stop}: needs a validation split "
                         f"(--val-split > 0); the test set never picks the model")
@@ -94,6 +96,40 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         return finish(s)
     finally:
         engine.close()
+
+
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def check_before_run(cfg: TrainConfig) -> None:
+    """What can be checked from the config alone, before any data is read or any folder made:
+    engine, model name, optimiser, schedule and milestones, augmentation spec, that the data
+    exists. (Values, types and model kwargs were checked by make_config; the data's own
+    problems, --freeze layer names and weights sources by :func:`prepare`, also before the
+    run directory.)"""
+    from cnnlab.data import _named_loaders
+    from cnnlab.registry import model_info
+    from cnnlab.transforms import parse_augment
+
+    if cfg.engine not in ENGINES:
+        raise UserError(f"--engine {cfg.engine}: expected {' or '.join(ENGINES)}")
+    try:
+        model_info(cfg.model)
+    except ValueError as e:
+        raise UserError(f"--model {cfg.model}: {e}") from e
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer {cfg.optimizer}: expected {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"--schedule {cfg.schedule}: expected {', '.join(SCHEDULES)}")
+    if cfg.schedule == "step":
+        lr_factor(cfg, 0, 1, 1)  # parses --milestones: a UserError naming it
+    if cfg.augment != "auto":
+        parse_augment(cfg.augment)
+    if cfg.data != "digits" and cfg.data not in _named_loaders() and not Path(
+            cfg.data).expanduser().exists():
+        raise UserError(f"--data {cfg.data}: no such file or folder (expected 'digits', a "
+                        f"dataset name, an image-folder tree or a .tar.gz of one)")
 
 
 def prepare(cfg: TrainConfig, engine, resume) -> Setup:
@@ -110,8 +146,15 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
     if cfg.batch_size % engine.dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {engine.dist.world} "
                         f"processes")
-    spec = input_spec(data, cfg.normalize, cfg.workers)
-    if cfg.input_size or cfg.resize != "bilinear":  # how eval/predict reach the size
+    for note in getattr(cfg, "recipe_notes", []):  # --pretrained's defaults, one line each
+        log.say(main, note)
+    normalize = cfg.normalize
+    if normalize == "imagenet":  # ImageNet's mean/std (grey data: their channel means)
+        from cnnlab.pretrained import normalize_text
+
+        normalize = normalize_text(data.train.shape[0])
+    spec = input_spec(data, normalize, cfg.workers)
+    if cfg.input_size or cfg.resize != "bilinear" or data.read_size:  # how eval/predict reach it
         spec["resize"] = cfg.resize
     mkw = model_kwargs_for(cfg, spec, len(data.classes))
     build_model(engine, mkw, spec, cfg)  # too small an input: a UserError naming --input-size
@@ -122,21 +165,27 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
         from cnnlab.training.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher, data.classes, engine.device)
-    init = _init_weights(cfg, engine, head, data.classes, main) if cfg.init and not resume else None
+    init = (_init_weights(cfg, engine, head, data.classes, main)
+            if (cfg.init or cfg.pretrained) and not resume else None)
     engine.make_optimizer(head)
     engine.put_data(data, val)
     run = _open_run(cfg, engine, data.name, resume)
     # "auto" = the "standard" preset: shifts for digits (never flips: a mirrored 2 is not a
     # 2), crop + flip for colour images (see cnnlab.transforms.standard_spec)
     augment = parse_augment("standard" if cfg.augment == "auto" else cfg.augment)
+    augment.size = tuple(spec["size"])  # training photos may be stored larger (rrc crops)
     meta = {"model": cfg.model, "model_kwargs": mkw, "classes": data.classes, "input": spec,
             "engine": engine.name, "data": data.name, "config": cfg.to_dict(),
             "augment": augment.describe((1, spec["channels"], *spec["size"]))}
     if teacher is not None:
         meta["teacher"] = teacher.record()
     if init is not None:
-        meta["init"] = {k: (v if isinstance(v, str) or v is None else len(v))
+        meta["init"] = {k: (len(v) if isinstance(v, list) else v)
                         for k, v in init.items()}  # lists of keys -> their counts
+    if cfg.pretrained:  # the weight set, also on resume (the first run's record)
+        from cnnlab.pretrained import record, weight_set
+
+        meta["pretrained"] = record(weight_set(cfg.model, cfg.pretrained))
     s = Setup(cfg, engine, data, val, run, build_objective(cfg, engine.model, teacher), augment,
               meta, math.ceil(len(data.train) / cfg.batch_size), frozen=frozen)
     if resume is not None:
@@ -146,7 +195,8 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
 
 
 def _init_weights(cfg, engine, head, classes, main) -> dict:
-    load, rep, table = finetune.init_weights(cfg, engine.arrays(), head, classes)
+    make = finetune.init_from_pretrained if cfg.pretrained else finetune.init_weights
+    load, rep, table = make(cfg, engine.arrays(), head, classes)
     engine.load_weights(load, strict=False)
     log.say(main, table)
     return rep
@@ -335,7 +385,7 @@ def finish(s: Setup) -> dict:
         m = metrics(*eng.predict("test", s.data.test), "test")
         summary.update(test_accuracy=m["test_acc"], test_top5=m["test_top5"],
                        test_loss=m["test_loss"])
-    for k in ("teacher", "init"):
+    for k in ("teacher", "init", "pretrained"):
         if k in s.meta:
             summary[k] = s.meta[k]
     s.run.finish(summary)
@@ -344,11 +394,12 @@ def finish(s: Setup) -> dict:
 
 def _public_signature():
     """``train``'s signature and docstring list every option (the TrainConfig fields), so
-    ``help(cnnlab.train)`` and editors show them; the help texts are the CLI's."""
+    ``help(cnnlab.train)`` and editors show them; the help texts are
+    :data:`cnnlab.config.HELP`, which ``cnnlab train --help`` reads too."""
     import dataclasses
     import inspect
 
-    from cnnlab.cli.train import TRAIN_HELP
+    from cnnlab.config import HELP
 
     P = inspect.Parameter
     params = [P("cfg", P.POSITIONAL_OR_KEYWORD, default=None),
@@ -357,7 +408,7 @@ def _public_signature():
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         params.append(P(f.name, P.KEYWORD_ONLY, default=default, annotation=f.type))
-        lines.append(f"    {f.name} = {default!r}: {TRAIN_HELP.get(f.name, '')}".replace("%%", "%"))
+        lines.append(f"    {f.name} = {default!r}: {HELP.get(f.name, '')}".replace("%%", "%"))
     train.__signature__ = inspect.Signature(params, return_annotation="dict")
     train.__doc__ = (train.__doc__ or "") + "\n    Options:\n\n" + "\n".join(lines) + "\n"
 

@@ -60,7 +60,7 @@ def load_teacher(source: str, classes: list[str], device) -> Teacher:
     except UserError as e:
         raise UserError(f"--teacher {source}: {e}") from e
     if list(meta.get("classes", [])) != list(classes):
-        raise UserError(f"--teacher {source}: its classes {_short(meta.get('classes'))} are not "
+        raise UserError(f"--teacher {source}: its {_short(meta.get('classes'))} are not "
                         f"the student's {_short(classes)} (same names, same order expected)")
     try:
         model = get_model(meta["model"], **meta.get("model_kwargs", {}))

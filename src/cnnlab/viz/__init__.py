@@ -31,6 +31,16 @@ parts of cnnlab (``cnnlab serve`` shows these results rather than computing them
     spatial layer found by a forward pass; the MLP/linear raise UserError (no spatial layer).
     ``GradCAM(model, layer=None)``: the same as a context manager holding the hook.
     ``find_cam_layer(model, x=None) -> str``.
+    ``class_targets(target, classes)``: ``--class`` as given (an index, a class name, or a
+    comma list with one per image) -> None, an index or a list of indices.
+    ``gradcam(model_or_run, images, target=None, layer=None, method="gradcam") -> CAM``:
+    the public ``cnnlab.gradcam``; from a run directory and image files or uint8 arrays to
+    NumPy maps ``(maps (N, H, W), classes (N,), layer)``.
+
+``cnnlab.viz.pictures``
+    One call per ``cnnlab viz KIND``. Counts left at their default (``n=None``: 2000 for
+    embed, 6 for gradcam, ...) shrink to what the data holds and say so on stderr; an
+    explicit count the data cannot fill raises UserError.
 
 Errors a user can act on raise :class:`cnnlab.errors.UserError` with one line.
 """

@@ -142,16 +142,21 @@ def precision_at_k(q_labels: np.ndarray, g_labels: np.ndarray, idx: np.ndarray) 
 
 def embed_dataset(model, x: torch.Tensor, labels: np.ndarray, method: str = "tsne",
                   layer: str | None = None, pixels: bool = True, k: int = 5,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, say=None) -> dict:
     """2-D maps of ``x`` (N, C, H, W normalized) by features (and by pixels), with k-NN
     accuracy in each map and the seconds each took. Returns {"features": {...}, "pixels":
-    {...}}, each with ``points`` (N, 2), ``knn_accuracy``, ``seconds``, ``dims``."""
+    {...}}, each with ``points`` (N, 2), ``knn_accuracy``, ``seconds``, ``dims``.
+    ``say(message)``, when given, hears a progress line before each map (t-SNE of a few
+    thousand images takes tens of seconds)."""
     f, what = features(model, x, layer)
     spaces = {"features": (f, what)}
     if pixels:
         spaces["pixels"] = (x.flatten(1).cpu().numpy(), "raw pixels (normalized)")
     out = {}
-    for name, (z, desc) in spaces.items():
+    for i, (name, (z, desc)) in enumerate(spaces.items()):
+        if say is not None:
+            say(f"embed: {method} map {i + 1}/{len(spaces)} of {len(z):,} images by {name} "
+                f"({z.shape[1]:,} dims)...")
         t = time.perf_counter()
         p = embed_2d(z, method, seed)
         out[name] = {"points": p, "knn_accuracy": knn_accuracy(p, labels, k),
@@ -198,10 +203,12 @@ def _thumbnails(ax, p: np.ndarray, imgs: np.ndarray, n: int = 300) -> None:
 
 
 def retrieval_figure(q_imgs, feat_imgs, pix_imgs, q_labels, feat_labels, pix_labels,
-                     classes, out, p_feat: float, p_pix: float, k: int) -> Path:
+                     classes, out, p_feat: float, p_pix: float, k: int,
+                     q_titles: list[str] | None = None) -> Path:
     """Per query, two rows: its k nearest gallery images by CNN features, then by pixel L2;
     a neighbour of another class gets a red title. ``*_imgs`` uint8: queries (Q, C, H, W),
-    neighbours (Q, k, C, H, W)."""
+    neighbours (Q, k, C, H, W). ``q_labels`` None (the user's own images): each query is
+    titled by ``q_titles`` and no neighbour is marked."""
     from cnnlab.viz.common import new_figure, save_figure, to_display
 
     q = len(q_imgs)
@@ -214,7 +221,9 @@ def retrieval_figure(q_imgs, feat_imgs, pix_imgs, q_labels, feat_labels, pix_lab
             ax = axes[r, 0]
             if row == 0:
                 ax.imshow(to_display(q_imgs[i:i + 1])[0], interpolation="nearest")
-                ax.set_title(f"query: {classes[q_labels[i]]}", fontsize=8)
+                title = (Path(q_titles[i]).name if q_labels is None
+                         else f"query: {classes[q_labels[i]]}")
+                ax.set_title(title, fontsize=8)
             else:  # no image: keep the axis (for its label) without a frame
                 ax.set_frame_on(False)
             ax.set_ylabel(name, fontsize=8)
@@ -222,11 +231,11 @@ def retrieval_figure(q_imgs, feat_imgs, pix_imgs, q_labels, feat_labels, pix_lab
             for j in range(k):
                 a = axes[r, j + 1]
                 a.imshow(disp[j], interpolation="nearest")
-                ok = labs[i, j] == q_labels[i]
+                ok = q_labels is None or labs[i, j] == q_labels[i]
                 a.set_title(classes[labs[i, j]], fontsize=7, color="black" if ok else "red")
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{k} nearest training images: CNN features (upper row) vs pixel L2 (lower)\n"
-                 f"precision@{k} over the test set: features {p_feat:.1%}, pixels {p_pix:.1%}; "
-                 f"red: another class", fontsize=9)
+                 f"precision@{k} over the test set: features {p_feat:.1%}, pixels {p_pix:.1%}"
+                 + ("; red: another class" if q_labels is not None else ""), fontsize=9)
     return save_figure(fig, out)

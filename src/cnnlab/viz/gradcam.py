@@ -21,6 +21,8 @@ and the linear classifier have none: a UserError says so.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -176,3 +178,99 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target=None, layer: str | None =
 def valid_layers(model: nn.Module) -> list[str]:
     """Stage names to suggest for ``--layer``."""
     return [n for n, _ in stages(model)]
+
+
+def class_targets(target, classes: list[str]):
+    """``--class`` / ``target`` in any form -> None, one index, or a list of indices.
+
+    ``target``: None (each image's predicted class); an int; a class name (``"cat"``); a
+    comma list of names or indices, one per image (``"cat,dog"``, ``"3,5"``); or a sequence
+    of those. An unknown name raises UserError listing the classes (close matches first)."""
+    if target is None:
+        return None
+    if isinstance(target, str):
+        parts = [p.strip() for p in target.split(",")]
+        if "" in parts:
+            raise UserError(f"--class {target!r}: expected class names or indices separated "
+                            f"by commas, like cat,dog or 3,5")
+        target = parts if len(parts) > 1 else parts[0]
+    if isinstance(target, (list, tuple, np.ndarray)):
+        return [class_targets(t, classes) for t in target]
+    if isinstance(target, (int, np.integer)):
+        return check_class(int(target), len(classes))
+    name = str(target)
+    if name in classes:
+        return classes.index(name)
+    if name.lstrip("-").isdigit():
+        return check_class(int(name), len(classes))
+    import difflib
+
+    lower = {c.lower(): c for c in classes}
+    if name.lower() in lower:
+        return classes.index(lower[name.lower()])
+    close = difflib.get_close_matches(name, classes, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+    raise UserError(f"--class {name}: no such class; {hint}expected a class name ({shown}) "
+                    f"or an index 0..{len(classes) - 1}")
+
+
+class CAM(NamedTuple):
+    """What :func:`gradcam` returns (unpacks as ``maps, classes, layer``)."""
+
+    maps: np.ndarray  # float32 (N, H, W) in [0, 1], at the input size
+    classes: np.ndarray  # int64 (N,): the class each map explains
+    layer: str  # the layer whose maps and gradients were used
+
+
+def gradcam(model_or_run, images, target=None, layer: str | None = None,
+            method: str = "gradcam", device: str = "cpu") -> CAM:
+    """Grad-CAM maps of a trained model for some images, as NumPy arrays.
+
+    ``cnnlab.gradcam`` in the public API; ``cnnlab viz gradcam`` draws the same maps.
+
+    Args:
+        model_or_run: a run directory, a checkpoint (``.safetensors`` or its ``.json``), or a
+            ``torch.nn.Module`` (then ``images`` must already be normalized floats).
+        images: image files (a path or a list of paths: PNG/JPEG/BMP, any size, converted as
+            ``cnnlab predict`` does), or uint8 NumPy images (N, C, H, W) at the model's input
+            size (normalized with the checkpoint's mean/std); for a module, float (N, C, H, W).
+        target: None (each image's predicted class), a class index or name for all images,
+            or one per image (a list, or a comma string ``"cat,dog"``).
+        layer: the layer to explain (default: the last conv stage, see the module docstring).
+        method: ``"gradcam"`` or ``"gradcam++"``.
+        device: ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        :class:`CAM` ``(maps, classes, layer)``: maps float32 (N, H, W) in [0, 1], classes
+        int (N,).
+
+    Raises UserError (a ValueError) for an unknown class, layer or method, or a model with no
+    spatial layer (the MLP, the linear classifier).
+
+        >>> maps, classes, layer = cnnlab.gradcam("runs/demo", ["seven.png"], target="7")
+    """
+    from cnnlab.viz import common
+
+    if method not in ("gradcam", "gradcam++"):
+        raise UserError(f"method {method!r}: expected 'gradcam' or 'gradcam++'")
+    if isinstance(model_or_run, nn.Module):
+        model, classes = model_or_run, None
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
+                            dtype=torch.float32).to(device)
+    else:
+        model, meta = common.load_checkpoint_model(model_or_run, device)
+        classes = meta["classes"]
+        if isinstance(images, (str, bytes)) or hasattr(images, "__fspath__"):
+            images = [images]
+        if isinstance(images, np.ndarray):
+            raw = images if images.ndim == 4 else images[:, None]
+            if raw.dtype != np.uint8:
+                raise UserError(f"images: expected uint8 images (N, C, H, W), got {raw.dtype}")
+        else:
+            raw = common.load_images(list(images), meta["input"])
+        x = common.normalize(raw, meta["input"]).to(device)
+    if classes is not None:
+        target = class_targets(target, classes)
+    cam, cls, used = grad_cam(model, x, target, layer, plus_plus=method == "gradcam++")
+    return CAM(np.asarray(cam), np.asarray(cls), used)

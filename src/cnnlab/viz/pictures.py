@@ -8,10 +8,30 @@ it as a JSON-able dict (what ``cnnlab viz KIND --json`` prints). The CLI calls t
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from cnnlab.errors import UserError
 from cnnlab.viz import common
+
+
+def say(message: str) -> None:
+    """A note or progress line for the person waiting (stderr; stdout keeps the result)."""
+    print(f"cnnlab viz: {message}", file=sys.stderr, flush=True)
+
+
+def count(n: int | None, default: int, available: int, flag: str = "--n",
+          what: str = "test images") -> int:
+    """How many to use: an explicit ``n`` must fit (1..available, else UserError); the
+    default (``n=None``) shrinks to what the data holds, said in one line."""
+    if n is not None:
+        return common.take(n, available, flag)
+    if default > available:
+        say(f"{flag}: using all {available} {what} (the default {default} is more than the "
+            f"data holds)")
+        return available
+    return default
 
 
 def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -28,7 +48,7 @@ def _images(checkpoint, images, n, data, seed, device="cpu"):
         return model, meta, raw, x, None
     model, meta = common.load_checkpoint_model(checkpoint, device)
     d = common.load_split(meta, data)
-    idx = _pick(len(d), n, seed)
+    idx = _pick(len(d), count(n, 6, len(d)), seed)
     raw = d.images[idx]
     return model, meta, raw, common.normalize(raw, meta["input"]).to(device), d.labels[idx]
 
@@ -82,13 +102,16 @@ def activations(checkpoint, image=None, index=0, layers=None, channels=8, data=N
                         "mean": float(t.float().mean())} for n, t in acts.items()]}
 
 
-def gradcam(checkpoint, images=None, n=6, target=None, layer=None, methods=("gradcam",),
+def gradcam(checkpoint, images=None, n=None, target=None, layer=None, methods=("gradcam",),
             data=None, seed=0, out="viz-gradcam.png") -> dict:
+    """``n``: test images when no file is given (default 6, or all when fewer); ``target``:
+    None (predicted), a class index or name, or one per image (list or ``"cat,dog"``)."""
     from cnnlab.viz.activations import capture_with_probs
     from cnnlab.viz.attribution import attribute, gradcam_figure
-    from cnnlab.viz.gradcam import find_cam_layer
+    from cnnlab.viz.gradcam import class_targets, find_cam_layer
 
     model, meta, raw, x, labels = _images(checkpoint, images, n, data, seed)
+    target = class_targets(target, meta["classes"])
     _, probs = capture_with_probs(model, x, [])
     maps, cls = {}, None
     for m in methods:
@@ -103,14 +126,15 @@ def gradcam(checkpoint, images=None, n=6, target=None, layer=None, methods=("gra
                         for m, v in maps.items()}}
 
 
-def top_patches(checkpoint, layer=None, channels=None, n=8, images=2000, data=None, seed=0,
+def top_patches(checkpoint, layer=None, channels=None, n=8, images=None, data=None, seed=0,
                 out="viz-top-patches.png") -> dict:
+    """``images``: test images searched (default 2000, or all when fewer)."""
     from cnnlab.viz.patches import patches_figure, top_patches as compute
     from cnnlab.viz.gradcam import find_cam_layer
 
     model, meta = common.load_checkpoint_model(checkpoint)
     d = common.load_split(meta, data)
-    idx = _pick(len(d), min(images, len(d)), seed)
+    idx = _pick(len(d), count(images, 2000, len(d), "--images"), seed)
     raw = d.images[idx]
     name = layer or find_cam_layer(model, common.normalize(raw[:1], meta["input"]))
     r = compute(model, raw, common.normalize(raw, meta["input"]), name, channels, n)
@@ -144,43 +168,69 @@ def templates(checkpoint, data=None, out="viz-templates.png") -> dict:
             "own_class_best": c["own_class_best"]}
 
 
-def embed(checkpoint, method="tsne", n=2000, layer=None, pixels=True, thumbnails=False, k=5,
+def embed(checkpoint, method="tsne", n=None, layer=None, pixels=True, thumbnails=False, k=5,
           data=None, seed=0, out="viz-embed.png") -> dict:
+    """``n``: test images (default 2000, or all when fewer)."""
     from cnnlab.viz.embed import embed_dataset, embed_figure
 
     model, meta = common.load_checkpoint_model(checkpoint)
     d = common.load_split(meta, data)
+    n = count(n, 2000, len(d))
     idx = _pick(len(d), n, seed)
     x, y = common.normalize(d.images[idx], meta["input"]), d.labels[idx]
-    r = embed_dataset(model, x, y, method, layer, pixels, k, seed)
+    r = embed_dataset(model, x, y, method, layer, pixels, k, seed, say=say)
     embed_figure(r, y, meta["classes"], method, out, k, d.images[idx] if thumbnails else None)
     return {"out": str(out), "method": method, "images": int(n), "k": k,
             **{name: {"what": v["what"], "dims": v["dims"], "knn_accuracy": v["knn_accuracy"],
                       "seconds": round(v["seconds"], 3)} for name, v in r.items()}}
 
 
-def retrieve(checkpoint, k=10, queries=4, gallery=10000, layer=None, data=None, seed=0,
-             out="viz-retrieve.png") -> dict:
+def retrieve(checkpoint, images=None, k=None, queries=None, gallery=None, layer=None,
+             data=None, seed=0, out="viz-retrieve.png") -> dict:
+    """Nearest training images of some queries by CNN features and by pixel L2, and
+    precision@k of both over the whole test set.
+
+    ``images``: the user's own query files (default: ``queries`` test images, 4 or all when
+    fewer); ``gallery``: training images searched (default 10000, or all when fewer); ``k``:
+    neighbours (default 10, or the gallery size when smaller). Explicit values that do not
+    fit the data are refused."""
     from cnnlab.viz.embed import features, nearest, precision_at_k, retrieval_figure
 
     model, meta = common.load_checkpoint_model(checkpoint)
+    if images and queries is not None:
+        raise UserError("--queries: draws queries from the test set; with image files the "
+                        "files are the queries (give one or the other)")
     test, train = common.load_split(meta, data), common.load_split(meta, data, "train")
-    gi = _pick(len(train), min(gallery, len(train)), seed)
-    common.take(k, len(gi), "--k")
-    common.take(queries, len(test), "--queries")
+    gi = _pick(len(train), count(gallery, 10000, len(train), "--gallery", "training images"),
+               seed)
+    k = count(k, 10, len(gi), "--k", "gallery images")
+    nq = None if images else count(queries, 4, len(test), "--queries")  # before the work
     spec = meta["input"]
     xq, xg = common.normalize(test.images, spec), common.normalize(train.images[gi], spec)
     fq, what = features(model, xq, layer)
     fg, _ = features(model, xg, layer)
     yq, yg = test.labels, train.labels[gi]
-    nf = nearest(fq, fg, k)
-    npx = nearest(xq.flatten(1).numpy(), xg.flatten(1).numpy(), k)
+    pix = lambda x: x.flatten(1).numpy()  # noqa: E731
+    nf, npx = nearest(fq, fg, k), nearest(pix(xq), pix(xg), k)
     pf, pp = precision_at_k(yq, yg, nf), precision_at_k(yq, yg, npx)
-    qi = _pick(len(test), queries, seed + 1)
+    result = {"out": str(out), "k": k, "features": what, "queries": len(test),
+              "gallery": len(gi), "precision_at_k_features": pf, "precision_at_k_pixels": pp}
+    if images:  # the user's own queries: no class to check, their neighbours' classes shown
+        q_raw = common.load_images(list(images), spec)
+        xu = common.normalize(q_raw, spec)
+        uf, up = nearest(features(model, xu, layer)[0], fg, k), nearest(pix(xu), pix(xg), k)
+        names = [str(p) for p in images]
+        retrieval_figure(q_raw, train.images[gi][uf], train.images[gi][up], None, yg[uf],
+                         yg[up], meta["classes"], out, pf, pp, k, q_titles=names)
+        cls = meta["classes"]
+        result["query_images"] = [{"image": n, "features": [cls[c] for c in yg[uf[i]]],
+                                   "pixels": [cls[c] for c in yg[up[i]]]}
+                                  for i, n in enumerate(names)]
+        return result
+    qi = _pick(len(test), nq, seed + 1)
     retrieval_figure(test.images[qi], train.images[gi][nf[qi]], train.images[gi][npx[qi]],
                      yq[qi], yg[nf[qi]], yg[npx[qi]], meta["classes"], out, pf, pp, k)
-    return {"out": str(out), "k": k, "features": what, "queries": len(test),
-            "gallery": len(gi), "precision_at_k_features": pf, "precision_at_k_pixels": pp}
+    return result
 
 
 def curves(run_dirs, out="viz-curves.png") -> dict:

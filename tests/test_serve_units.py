@@ -1,0 +1,175 @@
+"""Unit detail for every stage of every zoo model: the NumPy engine's arithmetic equals
+torch's activation (conv, pooling, ReLU, flatten, fully connected, dropout, batch norm,
+LRN, residual add, inception concatenation), and the verdict says "differ" when they do."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.errors import UserError
+from cnnlab.serve.blocks import compute_unit
+from cnnlab.serve.explorer import view_stages
+from cnnlab.serve.units import TOLERANCE, agree, explain_unit
+
+
+def _small_size(name: str) -> int:
+    """A small input the model still runs on (the walk is about arithmetic, not size)."""
+    from cnnlab.analysis import models_table
+
+    default = next(r for r in models_table() if r["name"] == name)["input_size"][-1]
+    return {227: 67, 224: 64}.get(default, default)
+
+
+def _units(shape) -> list:
+    """A few units of an output: the centre of channel 1, a corner of the last channel."""
+    if len(shape) == 1:
+        return [(0, 0, min(1, shape[0] - 1)), (0, 0, shape[0] - 1)]
+    c, h, w = shape
+    return [(min(1, c - 1), h // 2, w // 2), (c - 1, h - 1, 0)]
+
+
+def _models() -> list[str]:
+    from cnnlab.registry import list_models
+
+    return list(list_models())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _models())
+def test_every_stage_of_every_zoo_model_equals_torch(name):
+    from cnnlab.analysis import models_table
+    from cnnlab.registry import get_model
+
+    row = next(r for r in models_table() if r["name"] == name)
+    channels, size = row["input_size"][0], _small_size(name)
+    torch.manual_seed(0)
+    kw = {"input_size": size} if name.startswith(("vgg", "alexnet", "zfnet")) else {}
+    model = get_model(name, num_classes=10, in_channels=channels, **kw).eval()
+    for m in model.modules():  # non-trivial statistics, so batch norm is not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(1, channels, size, size)
+    stages = view_stages(model, x)
+    shapes = _output_shapes(model, stages, x)
+    kinds = set()
+    for layer in stages:
+        for c, y, xx in _units(shapes[layer]):
+            d = compute_unit(model, model, layer, x, c, y, xx)
+            kinds.add(d["kind"])
+            assert d["agree"], (name, layer, d["kind"], d["result"], d["torch_value"])
+            assert d["result"] == pytest.approx(d["torch_value"], rel=1e-4, abs=1e-4)
+    assert {"conv", "relu"} <= kinds or {"linear"} <= kinds, kinds
+    if any(isinstance(m, nn.Linear) for m in model.modules()):
+        assert "linear" in kinds, (name, stages)
+
+
+def _output_shapes(model, layers, x) -> dict:
+    """Each layer's output shape (one image), from one forward pass."""
+    out: dict = {}
+    hs = [model.get_submodule(n).register_forward_hook(
+        lambda _m, _i, o, n=n: out.setdefault(n, tuple(o.shape[1:])) and None) for n in layers]
+    with torch.no_grad():
+        model(x)
+    for h in hs:
+        h.remove()
+    return out
+
+
+def test_stages_include_the_classifier_half_and_blocks():
+    from cnnlab.registry import get_model
+
+    lenet = get_model("lenet5", num_classes=10)
+    st = view_stages(lenet.eval(), torch.zeros(1, 1, 32, 32))
+    assert st[:6] == [f"features.{i}" for i in range(6)]
+    assert st[6:] == ["flatten", "classifier.0", "classifier.1", "classifier.2",
+                      "classifier.3", "classifier.4"]
+    r18 = get_model("resnet18", num_classes=10).eval()
+    st = view_stages(r18, torch.zeros(1, 3, 64, 64))
+    assert st == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                  "avgpool", "fc"]  # blocks collapsed; the head shown
+
+
+def test_linear_after_flatten_groups_inputs_by_their_map_and_flags_the_output():
+    from cnnlab.registry import get_model
+
+    torch.manual_seed(0)
+    model = get_model("lenet5", num_classes=10).eval()
+    x = torch.randn(1, 1, 32, 32)
+    d = compute_unit(model, model, "classifier.0", x, 0, 0, 7)
+    assert d["kind"] == "linear" and d["source_shape"] == [16, 5, 5] and len(d["groups"]) == 16
+    assert sum(g["sum"] for g in d["groups"]) == pytest.approx(d["sum"], rel=1e-6)
+    assert d["sum"] + d["bias"] == pytest.approx(d["torch_value"], rel=1e-4, abs=1e-5)
+    assert not d["is_output"]
+    out = compute_unit(model, model, "classifier.4", x, 0, 0, 3)
+    assert out["is_output"] and out["agree"]
+    f = compute_unit(model, model, "flatten", x, 0, 0, 27)  # 27 = 1*25 + 0*5 + 2
+    assert f["source"] == [1, 0, 2] and f["agree"]
+
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.Conv2d(2, 3, 3, padding=1), (2, 6, 6)), (nn.MaxPool2d(2), (2, 6, 6)),
+    (nn.AvgPool2d(2), (2, 6, 6)), (nn.ReLU(), (2, 6, 6)), (nn.BatchNorm2d(2), (2, 6, 6)),
+    (nn.LocalResponseNorm(3, alpha=0.5, k=1.5), (4, 3, 3)), (nn.Linear(5, 3), (5,)),
+    (nn.Flatten(0), (2, 3, 3)), (nn.AdaptiveAvgPool2d(2), (2, 5, 5))])
+def test_a_perturbed_value_makes_agree_false(module, shape):
+    """The verdict is tested both ways: equal values agree, and a value 10x the tolerance
+    away does not (a planted bug raising the tolerance to 1e4 passed every other test)."""
+    torch.manual_seed(0)
+    module.eval()
+    xin = torch.randn(1, *shape) + 0.5
+    with torch.no_grad():
+        out = module(xin[0] if isinstance(module, nn.Flatten) else xin)
+    out = out.numpy() if isinstance(module, nn.Flatten) else out[0].numpy()
+    unit = (0, 0, 1) if out.ndim == 1 else (1, 0, 1)
+    d = explain_unit(module, "m", xin[0].numpy(), out, *unit)
+    assert d["agree"]
+    bad = out.copy()
+    idx = unit[2] if out.ndim == 1 else unit
+    bad[idx] += 10 * TOLERANCE * max(1.0, abs(float(out[idx])))
+    assert not explain_unit(module, "m", xin[0].numpy(), bad, *unit)["agree"]
+    assert not agree(1.0, 1.0 + 10 * TOLERANCE) and agree(1.0, 1.0 + TOLERANCE / 10)
+
+
+def test_a_unit_outside_a_vector_is_a_user_error():
+    with pytest.raises(UserError, match="vector of 3 values"):
+        explain_unit(nn.Linear(2, 3), "fc", np.zeros(2, np.float32), np.zeros(3, np.float32),
+                     0, 0, 3)
+
+
+@pytest.mark.parametrize("name, size", [("lenet5", 28), ("alexnet", 67), ("resnet18", 64),
+                                        ("googlenet", 64), ("resnet20", 32)])
+def test_receptive_field_boxes_match_analysis(name, size):
+    """A centre unit's box in the input has the side cnnlab.analysis gives as that layer's
+    receptive field, wherever the box lies inside the image (not clipped)."""
+    from cnnlab.analysis import summary
+    from cnnlab.registry import get_model
+    from cnnlab.serve.explorer import column_shapes
+    from cnnlab.serve.fields import unit_fields
+
+    ch = 1 if name == "lenet5" else 3
+    kw = {"input_size": size} if name in ("lenet5", "alexnet") else {}
+    model = get_model(name, num_classes=10, **kw).eval()
+    ex = torch.zeros(1, ch, size, size)
+    cols = view_stages(model, ex)
+    outs, ins = column_shapes(model, cols, ex)
+    rf = {r["name"]: r["receptive_field"] for r in summary(model, (ch, size, size)).to_dict()["layers"]}
+    checked = 0
+    for c in cols:
+        if len(outs[c]) != 3 or not isinstance(rf.get(c), int):
+            continue
+        H, W = outs[c][1:]
+        f = unit_fields(model, cols, outs, ins, (ch, size, size), c, H // 2, W // 2)
+        b = f["boxes"]["input"]
+        if b[0] > 0 and b[1] > 0 and b[2] < size - 1 and b[3] < size - 1:
+            assert b[2] - b[0] + 1 == rf[c] == b[3] - b[1] + 1, (c, b, rf[c])
+            checked += 1
+        assert f["feeds"] is None or f["feeds"]["column"] == cols[cols.index(c) + 1]
+    assert checked >= 2
+    if name == "lenet5":  # features.3 (conv 5x5) unit (5, 5) reads features.2 rows 5..9
+        f = unit_fields(model, cols, outs, ins, (1, 28, 28), "features.3", 5, 5)
+        assert f["boxes"]["features.2"] == [5, 5, 9, 9]
+        assert f["feeds"] == {"column": "features.4", "box": [2, 2, 2, 2]}
