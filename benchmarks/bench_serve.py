@@ -86,8 +86,14 @@ def server_time(path: Path, channels: int, size: int, repeats: int) -> dict:
     def full():
         return ex.explore(decode_upload(png, ex.spec), None, {}, None, {})
 
-    x = ex.tensor(decode_upload(png, ex.spec))
-    times = {"full update": [], "forward (reference)": []}
+    img = decode_upload(png, ex.spec)
+    x = ex.tensor(img)
+    first = ex.stages[0]  # a unit of the first conv, and one of every column (mean)
+    shapes = {s["name"]: s["shape"] for s in full()["stages"]}
+    units = [(n, *((0, 0, sh[0] // 2) if len(sh) == 1 else (0, sh[1] // 2, sh[2] // 2)))
+             for n, sh in shapes.items()]
+    times = {"full update": [], "forward (reference)": [], "unit, first conv": [],
+             "unit, any column": []}
     for i in range(repeats + 5):
         t0 = time.perf_counter()
         out = full()
@@ -95,9 +101,15 @@ def server_time(path: Path, channels: int, size: int, repeats: int) -> dict:
         with torch.no_grad():
             ex.model(x)
         t2 = time.perf_counter()
+        ex.unit(img, first, *units[0][1:])
+        t3 = time.perf_counter()
+        ex.unit(img, *units[i % len(units)])
+        t4 = time.perf_counter()
         if i >= 5:
             times["full update"].append(t1 - t0)
             times["forward (reference)"].append(t2 - t1)
+            times["unit, first conv"].append(t3 - t2)
+            times["unit, any column"].append(t4 - t3)
     r = {k: ms(v) for k, v in times.items()}
     r["full update, p90"] = 1e3 * float(np.percentile(times["full update"], 90))
     r["response KiB"] = len(json.dumps(out)) / 1024
@@ -115,6 +127,61 @@ def start_server(paths) -> tuple[subprocess.Popen, int]:
         if "explorer at" in line:
             url = line.split("explorer at ")[1].split()[0]
             return p, int(url.rstrip("/").rsplit(":", 1)[1])
+
+
+def upload_memory(run: Path, n: int = 8) -> dict:
+    """Peak rise of the server's RSS (sampled every 5 ms from /proc) while ``n`` clients post
+    a 4000x3990 RGB PNG (just under the 16 MP default limit) at once."""
+    from PIL import Image
+
+    g = np.linspace(0, 255, 4000, dtype=np.float32)[None, :] * np.ones((3990, 1), np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([g, g[:, ::-1], g], -1).astype(np.uint8)).save(buf, format="PNG")
+    body, headers = multipart(buf.getvalue())
+    server, port = start_server([run])
+    mid = run.name
+
+    def rss():
+        with open(f"/proc/{server.pid}/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS"))
+
+    def post(data, hd):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("POST", f"/api/models/{mid}/explore", data, hd)
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        return r.status
+
+    try:
+        small, shd = multipart(test_image(1, 28))
+        warm = [threading.Thread(target=post, args=(small, shd)) for _ in range(4)]
+        [t.start() for t in warm]
+        [t.join() for t in warm]
+        base, peak, stop = rss(), [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.005)
+
+        st = threading.Thread(target=sample)
+        st.start()
+        statuses: list = []
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=lambda: statuses.append(post(body, headers)))
+              for _ in range(n)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        wall = time.perf_counter() - t0
+        stop.set()
+        st.join()
+        return {"uploads": n, "ok": statuses.count(200), "base MiB": base / 2**20,
+                "peak rise MiB": (peak[0] - base) / 2**20,
+                "held after MiB": (rss() - base) / 2**20, "wall s": wall}
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def multipart(png: bytes) -> tuple[bytes, dict]:
@@ -190,7 +257,7 @@ def first_load(port: int, n: int = 5) -> dict:
 
 def mnist_run(folder: Path) -> Path:
     from cnnlab.config import make_config
-    from cnnlab.train import train
+    from cnnlab import train
 
     data = ROOT.parent / "shared" / "datasets" / "mnist.tar.gz"
     out = folder / "lenet5-mnist"
@@ -291,8 +358,12 @@ def main() -> int:
         if not args.skip_measure:
             models = {"lenet5-28": (make_checkpoint(tmp, "lenet5", {"input_size": 28}, 1, 28), 1, 28),
                       "resnet20-32": (make_checkpoint(tmp, "resnet20", {}, 3, 32), 3, 32)}
+            big = {"resnet18-224": (make_checkpoint(tmp, "resnet18", {"num_classes": 10}, 3, 224),
+                                    3, 224)}
             rows = [{"model": k, **server_time(p, c, s, args.repeats)}
                     for k, (p, c, s) in models.items()]
+            rows += [{"model": k, **server_time(p, c, s, max(5, args.repeats // 3))}
+                     for k, (p, c, s) in big.items()]
             print("server time of one full explorer update (ms, median):")
             print(table(rows))
             server, port = start_server([p.parent.parent for p, _, _ in models.values()])
@@ -310,6 +381,8 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait(10)
+            print("\n8 concurrent near-limit uploads (15.96 MP RGB PNG), server RSS rise:")
+            print(table([upload_memory(models["lenet5-28"][0].parent.parent) for _ in range(3)]))
         if args.zoo:
             print("\nevery zoo model:")
             print(table(zoo_check(tmp)))

@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +41,7 @@ def digits_run(tmp_path_factory) -> Path:
     """A LeNet-5 trained for 4 epochs on the built-in digits (about 96% test accuracy)."""
     if "path" not in _RUN:  # shared with test_serve_browser.py, which imports this fixture
         from cnnlab.config import make_config
-        from cnnlab.train import train
+        from cnnlab import train
 
         base = tmp_path_factory.mktemp("serve")
         with pytest.MonkeyPatch.context() as mp:
@@ -129,7 +130,7 @@ def test_models_details_summary_and_curves(client, digits_run):
 
 
 def test_explore_matches_torch_and_viz(client, digits_run):
-    from cnnlab.train import normalizer
+    from cnnlab.training.evaluation import normalizer
     from cnnlab.viz.gradcam import grad_cam
 
     model, meta, test = reference(digits_run)
@@ -275,13 +276,18 @@ def test_bad_uploads_are_400_413_and_the_server_keeps_serving(client):
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="PNG")  # ~120 KB > the 0.05 MiB limit
-    cases = {"": (400, "empty"), "not an image at all": (400, "not an image"),
-             good[: len(good) // 2]: (400, "truncated"), _bomb(): (400, "decompression bomb"),
-             buf.getvalue(): (413, "too large")}
+    cases = {"": (400, "empty"), "not an image at all": (400, "not a readable image"),
+             good[: len(good) // 2]: (400, "truncated"),
+             _bomb(): (400, "decompression bombs"), buf.getvalue(): (413, "too large")}
+    from cnnlab.data.decode import FORMATS_TEXT  # the one list of every upload path
     for data, (status, words) in cases.items():
         r = explore(client, data)
-        assert r.status_code == status and words in r.json()["detail"], r.text
+        detail = r.json()["detail"]
+        assert r.status_code == status and words in detail, r.text
         assert "Traceback" not in r.text and "File \"" not in r.text
+        assert not re.search(r"[A-Z]\w*(Error|Exception)", detail), detail  # no class names
+        if status == 400 and words != "decompression bombs":  # one wording, one format list
+            assert detail.endswith(f" (expected {FORMATS_TEXT})"), detail
         assert explore(client, good).status_code == 200  # and it goes on serving
     def chunks():  # no Content-Length: refused while it streams in, before it is parsed
         yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
@@ -293,8 +299,8 @@ def test_bad_uploads_are_400_413_and_the_server_keeps_serving(client):
                     headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert r.status_code == 413 and "0.05 MiB" in r.json()["detail"]
     r = client.post("/api/models/digits-run/unit", files={"image": ("x.png", good)},
-                    data={"layer": "classifier.0", "channel": 0, "y": 0, "x": 0})
-    assert r.status_code == 400 and "Linear" in r.json()["detail"]
+                    data={"layer": "classifier.0", "channel": 0, "y": 0, "x": 999})
+    assert r.status_code == 400 and "vector of 120 values" in r.json()["detail"]
 
 
 def test_internal_error_is_500_without_traceback(client, explorers, monkeypatch):

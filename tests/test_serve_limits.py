@@ -161,3 +161,41 @@ def test_sigterm_stops_like_ctrl_c_and_broken_runs_are_skipped(digits_run, tmp_p
     warned = [ln for ln in err.splitlines() if ln.startswith("warning: skipped")]
     assert len(warned) == 2, err
     assert any("interrupted" in ln and "no checkpoint" in ln for ln in warned)
+
+
+def test_a_pretrained_zoo_model_is_served_without_a_checkpoint(monkeypatch, capsys):
+    """`cnnlab serve --model resnet18 --pretrained`: the weights come from cnnlab.pretrained
+    (replaced here by fresh ones: no download in tests); the page works on uploads, and the
+    test-sample route says why there are none."""
+    import torch
+
+    import cnnlab.pretrained as pre
+    from fastapi.testclient import TestClient
+
+    from cnnlab.cli import main
+    from cnnlab.registry import get_model
+    from cnnlab.serve.app import create_app, load_explorers
+
+    def fake_load(name, weights=None, **_):
+        torch.manual_seed(0)
+        return get_model(name, num_classes=1000).eval(), None, None
+
+    def fake_meta(name, weights=None):
+        return {"model": name, "model_kwargs": {"num_classes": 1000},
+                "classes": [f"class {i}" for i in range(1000)], "pretrained": {"weights": "X"},
+                "input": {"channels": 3, "size": [64, 64], "mean": [0.485, 0.456, 0.406],
+                          "std": [0.229, 0.224, 0.225], "resize": "crop"}}
+
+    monkeypatch.setattr(pre, "load", fake_load)
+    monkeypatch.setattr(pre, "meta", fake_meta)
+    exps = load_explorers(pretrained=[("resnet18", None)], replicas=1)
+    assert list(exps) == ["resnet18-pretrained"]
+    c = TestClient(create_app(exps), raise_server_exceptions=False)
+    r = c.post("/api/models/resnet18-pretrained/explore",
+               files={"image": ("cat.png", _png(80, 60))})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["prediction"]["probs"]) == 1000
+    r = c.get("/api/models/resnet18-pretrained/samples")
+    assert r.status_code == 400 and "upload or draw" in r.json()["detail"]
+    assert main(["serve", "--model", "resnet18"]) == 2
+    assert "add --pretrained" in capsys.readouterr().err

@@ -156,7 +156,8 @@ def test_receptive_field_boxes_match_analysis(name, size):
     ex = torch.zeros(1, ch, size, size)
     cols = view_stages(model, ex)
     outs, ins = column_shapes(model, cols, ex)
-    rf = {r["name"]: r["receptive_field"] for r in summary(model, (ch, size, size)).to_dict()["layers"]}
+    rows = summary(model, (ch, size, size)).to_dict()["layers"]
+    rf = {r["name"]: r["receptive_field"] for r in rows}
     checked = 0
     for c in cols:
         if len(outs[c]) != 3 or not isinstance(rf.get(c), int):

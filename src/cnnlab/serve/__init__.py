@@ -6,9 +6,13 @@
 
 The page (``/``) shows, for an uploaded, drawn or test image: the model's summary and
 training curves, the input as the model sees it, top-k probabilities with the softmax written
-out, every stage's activation maps (CNN Explainer's overview, for any zoo model), Grad-CAM,
-and the detail of one unit of a convolution, pooling or ReLU computed by the NumPy engine
-beside torch's value, plus a playground for the output-size formula. The page uses only the
+out, every stage's activation maps and the classifier half (flatten, every fully connected
+layer) as columns (CNN Explainer's overview, for any zoo model), Grad-CAM at a chosen layer
+with its resolution said, and the detail of any unit of any column (convolution, pooling,
+ReLU, batch norm, LRN, dropout, flatten, fully connected, a residual add, an inception
+concatenation) computed by the NumPy engine beside torch's value, its receptive field drawn
+back to the input and the units it feeds, the kernel sliding over the input, plus a
+playground for the output-size formula. The page uses only the
 JSON API (``/openapi.json``, listed at ``/api``); its script, style and fonts ship in
 ``cnnlab/serve/static`` (nothing is fetched from elsewhere: it works offline).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+import threading
 
 from cnnlab.errors import UserError
 
@@ -54,8 +59,6 @@ def _preload_samples(explorers) -> None:
     """Load each checkpoint's test split in the background, so the page's first test image
     does not wait for a first decode (CIFAR-10's 10,000 PNGs: a minute); a dataset that is
     missing is reported by the samples route when asked, not here."""
-    import threading
-
     def load():
         for e in explorers.values():
             try:
@@ -66,10 +69,24 @@ def _preload_samples(explorers) -> None:
     threading.Thread(target=load, name="cnnlab-preload", daemon=True).start()
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised by our handler once uvicorn has shut down and re-sent it."""
+
+
+def _on_sigterm(_sig, _frame):
+    raise _Terminated
+
+
 def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = 10, open_browser: bool = False, replicas: int | None = None,
-          threads: int = 1, log_level: str = "warning", out=sys.stdout) -> None:
-    """Serve the explorer until Ctrl-C (or SIGTERM); prints the address first.
+          threads: int = 1, log_level: str = "warning", out=sys.stdout,
+          max_pixels: int | None = None, pretrained=()) -> None:
+    """Serve the explorer until Ctrl-C or SIGTERM (both end it the same way: requests
+    finished, "stopped" printed, exit status 0); prints the address first.
+
+    ``pretrained``: (model name, weight set or None) pairs served with ImageNet weights
+    (:mod:`cnnlab.pretrained`). ``max_pixels``: the largest upload in pixels (default
+    :data:`cnnlab.serve.images.MAX_PIXELS`, 16 MP; see that module for why).
 
     ``replicas`` model copies per checkpoint serve requests in parallel (default: the CPU
     cores, at most 4), each running torch on ``threads`` threads: one image is too small a
@@ -78,11 +95,13 @@ def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
     threads on a 2-core machine with other work running).
     """
     import os
+    import signal
 
     import torch
     import uvicorn
 
     from cnnlab.serve.app import create_app, load_explorers
+    from cnnlab.serve.images import MAX_PIXELS
 
     if max_upload_mb <= 0:
         raise UserError(f"--max-upload-mb {max_upload_mb}: expected a positive size in MiB")
@@ -95,8 +114,8 @@ def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
     replicas = replicas or max(1, min(4, os.cpu_count() or 1))
     if replicas < 1:
         raise UserError(f"--replicas {replicas}: expected at least 1")
-    explorers = load_explorers(paths, runs, replicas)
-    app = create_app(explorers, max_upload_mb)
+    explorers = load_explorers(paths, runs, replicas, pretrained=pretrained)
+    app = create_app(explorers, max_upload_mb, max_pixels or MAX_PIXELS)
     _preload_samples(explorers)
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
@@ -107,15 +126,21 @@ def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
     print(f"cnnlab explorer at {url}  (API: {url}api; Ctrl-C to stop)", file=out, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3))
     if open_browser:
-        import threading
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    # uvicorn catches SIGINT and SIGTERM, shuts down, restores the handlers it found and
+    # sends the signal again: SIGINT becomes a KeyboardInterrupt, and SIGTERM, with Python's
+    # default handler, killed the process (status -15, no "stopped" line). Ours raises.
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down first, then re-raises the Ctrl-C it caught
+    except (KeyboardInterrupt, _Terminated):
         pass
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, before)
         sock.close()
     print("cnnlab explorer stopped", file=out, flush=True)
 

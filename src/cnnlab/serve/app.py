@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -23,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cnnlab.errors import UserError
 from cnnlab.serve.explorer import Explorer, leaf_layers
-from cnnlab.serve.images import decode_upload, encode_png
+from cnnlab.serve.images import DECODES, MAX_PIXELS, Decoder, encode_png
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # form boundaries and fields around the file
@@ -78,36 +80,74 @@ def slug(name: str, taken: set) -> str:
     return out
 
 
-def load_explorers(paths=(), runs: str | Path | None = None,
-                   replicas: int = 2) -> dict[str, Explorer]:
+def pretrained_explorer(ident: str, name: str, weights: str | None = None,
+                        replicas: int = 2) -> Explorer:
+    """Zoo model ``name`` with ImageNet weights (:func:`cnnlab.pretrained.load`: downloaded
+    once to torch's cache, offline afterwards), served like a checkpoint."""
+    import cnnlab.pretrained as pre
+
+    model, _spec, _classes = pre.load(name, weights)
+    return Explorer(ident, f"pretrained/{name}", replicas, loaded=(model, pre.meta(name, weights)))
+
+
+def load_explorers(paths=(), runs: str | Path | None = None, replicas: int = 2,
+                   warn=None, pretrained=()) -> dict[str, Explorer]:
     """The checkpoints to serve, by id: each of ``paths`` (checkpoint, .json sidecar or run
-    directory) and every run directory under ``runs``. Loaded now: a bad one fails here.
-    ``replicas``: model copies per checkpoint serving requests in parallel."""
-    items = [Path(p) for p in paths]
+    directory) and every run directory under ``runs``. Loaded now: a bad one in ``paths``
+    fails here; a folder under ``runs`` with no loadable checkpoint (a run interrupted
+    before its first epoch, a lab's output folder) is skipped with one ``warn`` line
+    (default: to stderr). ``replicas``: model copies per checkpoint serving in parallel."""
+    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    items = [(Path(p), False) for p in paths]
+    out: dict[str, Explorer] = {}
+    for name, weights in pretrained:  # ("resnet18", None): ImageNet weights, by model name
+        ident = slug(f"{name}-{weights or 'pretrained'}", set(out))
+        out[ident] = pretrained_explorer(ident, name, weights, replicas)
     if runs is not None:
         root = Path(runs)
         if not root.is_dir():
             raise UserError(f"--runs {root}: no such directory")
-        found = sorted(d for d in root.iterdir() if (d / "checkpoints").is_dir())
-        if not found and not items:
-            raise UserError(f"--runs {root}: no run directories (with checkpoints/) inside")
-        items += found
-    if not items:
-        raise UserError("no checkpoints to serve: give checkpoints or run directories, or "
-                        "--runs DIR")
-    out: dict[str, Explorer] = {}
-    for p in items:
+        items += [(d, True) for d in sorted(root.iterdir()) if d.is_dir()]
+    if not items and not out:
+        raise UserError("no checkpoints to serve: give checkpoints or run directories, "
+                        "--runs DIR, or --model NAME --pretrained")
+    for p, optional in items:
         name = p.name if p.is_dir() else (p.parent.parent.name if p.parent.name == "checkpoints"
                                           else p.parent.name if p.stem in ("best", "last")
                                           else p.stem)
         ident = slug(name, set(out))
-        out[ident] = Explorer(ident, p, replicas)
+        try:
+            out[ident] = Explorer(ident, p, replicas)
+        except UserError as e:
+            if not optional:
+                raise
+            warn(f"warning: skipped {p}: {str(e).replace(str(p) + ': ', '')}")
+    if not out:
+        raise UserError(f"--runs {runs}: no run directory with a checkpoint inside")
     return out
 
 
-def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10) -> FastAPI:
-    """The app serving ``explorers`` (see :func:`load_explorers`)."""
+def parse_offsets(offsets: str) -> dict[str, int]:
+    """The form's ``offsets`` ({stage: first channel shown}) as ints; a UserError naming
+    ``offsets`` for anything else (JSON's Infinity, 1e999 and NaN included)."""
+    try:
+        raw = json.loads(offsets)
+        out = {str(k): int(v) for k, v in raw.items()}
+        if any(isinstance(v, float) and not math.isfinite(v) for v in raw.values()):
+            raise ValueError
+    except (ValueError, AttributeError, TypeError, OverflowError):
+        raise UserError(f"offsets {offsets[:80]!r}: expected a JSON object {{stage: channel "
+                        f"offset}} of whole numbers") from None
+    return out
+
+
+def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10,
+               max_pixels: int = MAX_PIXELS, decodes: int = DECODES) -> FastAPI:
+    """The app serving ``explorers`` (see :func:`load_explorers`). Uploads: at most
+    ``max_upload_mb`` MiB and ``max_pixels`` pixels, ``decodes`` decoded at a time
+    (:mod:`cnnlab.serve.images`)."""
     max_bytes = int(max_upload_mb * 2**20)
+    decode = Decoder(max_pixels, decodes)
     app = FastAPI(title="cnnlab explorer", version="1", docs_url=None, redoc_url=None,
                   description="Every layer of a cnnlab checkpoint for one image: prediction, "
                               "activation maps, Grad-CAM and unit detail.")
@@ -133,7 +173,7 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10) -> Fas
         data = image.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, _too_large(max_bytes))
-        return decode_upload(data, ex.spec, name=_safe_name(image.filename), notes=notes)
+        return decode(data, ex.spec, name=_safe_name(image.filename), notes=notes)
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -173,23 +213,27 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10) -> Fas
                           "every stage's activation maps (float32 little-endian, base64; "
                           "a page of up to 16 channels from offsets[stage]), Grad-CAM.")
     def explore(mid: str, image: UploadFile = File(...), target: int | None = Form(None),
-                offsets: str = Form("{}"), every_layer: bool = Form(False)) -> dict:
+                offsets: str = Form("{}"), every_layer: bool = Form(False),
+                cam_layer: str | None = Form(None)) -> dict:
         ex = get(mid)
-        try:
-            offs = {str(k): int(v) for k, v in json.loads(offsets).items()}
-        except (ValueError, AttributeError, TypeError):
-            raise UserError(f"offsets {offsets[:80]!r}: expected a JSON object "
-                            f"{{stage: channel offset}}") from None
+        offs = parse_offsets(offsets)
         notes: dict = {}
         img = read_upload(ex, image, notes)
         layers = leaf_layers(ex.model) if every_layer else None
-        return ex.explore(img, target, offs, layers, notes)
+        return ex.explore(img, target, offs, layers, notes, cam_layer or None)
 
     @app.post("/api/models/{mid}/unit", summary="One unit computed by the NumPy engine")
     def unit(mid: str, image: UploadFile = File(...), layer: str = Form(...),
              channel: int = Form(...), y: int = Form(...), x: int = Form(...)) -> dict:
         ex = get(mid)
         return ex.unit(read_upload(ex, image), layer, channel, y, x)
+
+    @app.get("/api/models/{mid}/field", summary="A unit's receptive field and what it feeds",
+             description="Boxes [top, left, bottom, right] of the unit (y, x) of column "
+                         "`layer` in every earlier column and the input; the box of units it "
+                         "feeds in the next column.")
+    def field(mid: str, layer: str, y: int, x: int) -> dict:
+        return get(mid).field(layer, y, x)
 
     @app.get("/api/output-size", summary="The output size formula of a conv/pool layer")
     def output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> dict:

@@ -51,15 +51,24 @@ def _maps(t: torch.Tensor) -> np.ndarray:
 class Explorer:
     """A checkpoint loaded once at start-up, served by id (never by a path from a request)."""
 
-    def __init__(self, ident: str, path: str | Path, replicas: int = 2):
+    def __init__(self, ident: str, path: str | Path, replicas: int = 2, loaded=None):
+        """``loaded``: (model, meta) already built (a pretrained model; ``path`` then only
+        names it), instead of the checkpoint at ``path``."""
         from cnnlab.inference import load_model, resolve_checkpoint
         from cnnlab.preprocess import check_spec
 
         self.id = ident
-        self.path = resolve_checkpoint(path)
-        self.model, self.meta = load_model(self.path)
+        if loaded is None:
+            self.path = resolve_checkpoint(path)
+            self.model, self.meta = load_model(self.path)
+        else:
+            self.path, (self.model, self.meta) = Path(path), loaded
         self.spec = check_spec(self.meta["input"], f"{self.path}: input spec")
         self.classes = list(self.meta["classes"])
+        self.model.eval()
+        size = (1, self.spec["channels"], *self.spec["size"])
+        self.stages = view_stages(self.model, torch.zeros(size))
+        self.shapes, self.in_shapes = column_shapes(self.model, self.stages, torch.zeros(size))
         self.pool = ModelPool(self.model, replicas)
         self._summary_lock = threading.Lock()  # each computed once, on first use
         self._samples_lock = threading.Lock()
@@ -88,7 +97,6 @@ class Explorer:
 
     def details(self) -> dict:
         from cnnlab.analysis import summary
-        from cnnlab.viz.activations import stages
 
         with self._summary_lock:
             if self._summary is None:
@@ -99,9 +107,8 @@ class Explorer:
                     self._summary["model"] = self.meta["model"]
                 except UserError as e:  # the explorer works without the table
                     self._summary = {"error": str(e)}
-        names = [n for n, _ in stages(self.model)]
         return {**self.info(), "summary": self._summary, "curves": self.curves(),
-                "stages": names}
+                "stages": list(self.stages)}
 
     def curves(self) -> dict:
         """metrics.csv of the run as columns ({"epoch": [...], "test_acc": [...], ...})."""
@@ -123,15 +130,19 @@ class Explorer:
         """The test split of the checkpoint's dataset (loaded on first use)."""
         from cnnlab.config import run_test_split
         from cnnlab.data import ImageData, load_data
+        from cnnlab.data.resize import read_as_trained
 
+        if self.meta.get("pretrained"):
+            raise UserError(f"test samples of {self.id}: a pretrained ImageNet model has no "
+                            f"test split here; upload or draw an image")
         with self._samples_lock:
             if self._samples is None:
                 cfg = self.meta.get("config") or {}
                 source = cfg.get("data", "digits")
                 split = run_test_split(cfg)
                 try:
-                    test = load_data(source, val_split=split,
-                                     seed=cfg.get("seed", 0), progress=False).test
+                    test = load_data(source, val_split=split, seed=cfg.get("seed", 0),
+                                     progress=False, **read_as_trained(self.meta["input"])).test
                 except (UserError, OSError) as e:
                     raise UserError(f"test samples of {self.id}: dataset {source} cannot be "
                                     f"loaded ({e})") from e
@@ -157,15 +168,16 @@ class Explorer:
 
     def explore(self, image: np.ndarray, target: int | None = None,
                 offsets: dict | None = None, layers: list[str] | None = None,
-                notes: dict | None = None) -> dict:
+                notes: dict | None = None, cam_layer: str | None = None) -> dict:
         """Everything the page shows for one uint8 image (C, H, W): the input as the model
         sees it, prediction with the softmax detail, the maps of every stage (a page of
         ``PAGE`` channels, fewer for large maps, from ``offsets[stage]``), Grad-CAM for ``target`` (default: the
         predicted class). ``notes``: the decoder's mismatch notes, shown as warnings.
-        ``server_ms`` is the time of the whole update."""
-        from cnnlab.train import split_output
+        ``cam_layer``: Grad-CAM's layer (default: the last conv). ``server_ms`` is the time
+        of the whole update."""
+        from cnnlab.training.evaluation import split_output
         from cnnlab.viz.activations import capture_activations
-        from cnnlab.viz.gradcam import grad_cam
+        from cnnlab.viz.gradcam import GradCAM
 
         t0 = time.perf_counter()
         x = self.tensor(image)
@@ -174,17 +186,26 @@ class Explorer:
         with self.pool.borrow() as model:
             with torch.no_grad():
                 logits = split_output(model(x))[0]
-            acts = capture_activations(model, x, layers)
-            cam, cam_error = None, None
+            acts = capture_activations(model, x, layers or self.stages)
+            cam, cam_error, native = None, None, {}
             try:
-                cam, cls, cam_layer = grad_cam(model, x, target)
+                with GradCAM(model, cam_layer, example=x) as gc:
+                    h = gc.module.register_forward_hook(  # the map's own size (None: kept)
+                        lambda _m, _i, o: native.setdefault("shape", list(o.shape[2:])) and None)
+                    try:
+                        cam, cls = gc(x, target)
+                    finally:
+                        h.remove()
+                    cam_layer = gc.layer
             except UserError as e:  # the MLP and the linear model have no spatial layer
                 cam_error = str(e)
         out = {"input": {**self._input(image, x), "warnings": list(notes or {})},
                "prediction": softmax_detail(logits[0].double().numpy(), self.classes),
                "stages": [self._stage(n, t, (offsets or {}).get(n, 0)) for n, t in acts.items()]}
-        out["gradcam"] = ({"error": cam_error} if cam is None else
+        choices = [n for n, t in acts.items() if t.dim() == 4 and t.shape[-1] * t.shape[-2] > 1]
+        out["gradcam"] = ({"error": cam_error, "layers": choices} if cam is None else
                           {"map": b64(cam[0]), "shape": list(cam.shape[1:]), "layer": cam_layer,
+                           "resolution": native.get("shape"), "layers": choices,
                            "target": int(cls[0]), "class": self.classes[int(cls[0])]})
         out["server_ms"] = (time.perf_counter() - t0) * 1e3
         return out
@@ -209,28 +230,87 @@ class Explorer:
                 "data": b64(page), "min": float(a.min()), "max": float(a.max()),
                 "unit_detail": _unit_ok(module)}
 
-    def unit(self, image: np.ndarray, layer: str, c: int, y: int, x: int) -> dict:
-        """Unit (c, y, x) of ``layer`` for the image: NumPy engine beside torch."""
-        from cnnlab.serve.units import explain_unit, supports
+    def field(self, layer: str, y: int, x: int) -> dict:
+        """Unit (y, x) of column ``layer``: its receptive field in every earlier column and
+        the input, and the units it feeds in the next (:mod:`cnnlab.serve.fields`)."""
+        from cnnlab.serve.fields import unit_fields
 
+        if layer not in self.stages:
+            raise UserError(f"layer {layer!r}: not a column of the overview; columns: "
+                            f"{', '.join(self.stages)}")
+        shape = self.shapes[layer]
+        if len(shape) == 3 and not (0 <= y < shape[1] and 0 <= x < shape[2]):
+            raise UserError(f"unit (row {y}, col {x}): outside {layer}'s {shape[1]}x{shape[2]} "
+                            f"maps")
+        size = (self.spec["channels"], *self.spec["size"])
+        return {"layer": layer, "unit": [y, x], **unit_fields(
+            self.model, self.stages, self.shapes, self.in_shapes, size, layer, y, x)}
+
+    def unit(self, image: np.ndarray, layer: str, c: int, y: int, x: int) -> dict:
+        """Unit (c, y, x) of ``layer`` for the image: NumPy engine beside torch
+        (:func:`cnnlab.serve.blocks.compute_unit`); a vector's unit i is (0, 0, i)."""
+        from cnnlab.serve.blocks import compute_unit
+        from cnnlab.serve.units import supports
+
+        t0 = time.perf_counter()
         try:
             module = self.model.get_submodule(layer)
         except AttributeError:
             raise UserError(f"layer {layer!r}: no such layer in {self.meta['model']}") from None
         if not supports(module):
-            raise UserError(f"layer {layer}: unit detail covers Conv2d, pooling and ReLU "
-                            f"layers; this one is a {type(module).__name__}")
+            raise UserError(f"layer {layer}: no unit detail for a {type(module).__name__}")
         xt = self.tensor(image)
         with self.pool.borrow() as model:
-            with LayerIO(model.get_submodule(layer)) as io, torch.no_grad():
-                model(xt)
-            xin, out = io.input, io.output
-        d = explain_unit(module, layer, xin, out, c, y, x)
-        if d["kind"] in ("conv", "maxpool", "avgpool"):  # the input maps under the window
-            chans = d["channels"][:8]
+            d = compute_unit(self.model, model, layer, xt, c, y, x)
+        xin = d.pop("_input")
+        if d["kind"] in ("conv", "maxpool", "avgpool") and xin.ndim == 3:
+            chans = d["channels"][:8]  # the input maps under the window
             d["input_maps"] = b64(xin[chans])
             d["input_maps_shown"] = chans
+        d["server_ms"] = (time.perf_counter() - t0) * 1e3
         return d
+
+
+def column_shapes(model, names: list[str], example: torch.Tensor) -> tuple[dict, dict]:
+    """Each column's output and input shape for one image ((C, H, W) or (F,))."""
+    outs: dict = {}
+    ins: dict = {}
+
+    def hook(_m, args, o, n):
+        outs.setdefault(n, tuple(o.shape[1:]))
+        ins.setdefault(n, tuple(args[0].shape[1:]))
+
+    hs = [model.get_submodule(n).register_forward_hook(
+        lambda m, a, o, n=n: hook(m, a, o, n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hs:
+            h.remove()
+    return outs, ins
+
+
+def view_stages(model, example: torch.Tensor) -> list[str]:
+    """The overview's columns, in forward order: the stages of :func:`cnnlab.viz.activations.
+    stages` (blocks collapsed) and every leaf module outside them, so the classifier half
+    (flatten, each fully connected layer, dropout) and the stem's batch norm are columns too."""
+    from cnnlab.viz.activations import stages
+
+    names = [n for n, _ in stages(model)]
+    inside = tuple(n + "." for n in names)
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_a, n=n: order.append(n))
+             for n, m in model.named_modules()
+             if n and (n in names or (not list(m.children()) and not n.startswith(inside)
+                                      and not n.startswith(("aux1.", "aux2."))))]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(order))
 
 
 def leaf_layers(model) -> list[str]:
@@ -238,7 +318,8 @@ def leaf_layers(model) -> list[str]:
     "every layer" mode, where each unit can be opened (inside residual blocks too)."""
     from cnnlab.serve.units import SUPPORTED
 
-    return [n for n, m in model.named_modules() if n and isinstance(m, SUPPORTED)]
+    return [n for n, m in model.named_modules()
+            if n and isinstance(m, SUPPORTED) and not isinstance(m, torch.nn.Identity)]
 
 
 def _unit_ok(module) -> bool:

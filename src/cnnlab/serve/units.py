@@ -9,7 +9,9 @@ networks with interactive visualization", IEEE TVCG 2021), for any layer of any 
   :func:`cnnlab.scratch.functional.conv2d` on the window;
 - **pooling** (max, average, adaptive average): the window, which value was chosen (the first
   maximum, as torch chooses) or averaged, by the NumPy engine's pooling kernels;
-- **ReLU**: ``max(0, v)`` by :func:`cnnlab.scratch.functional.relu`.
+- **ReLU**: ``max(0, v)`` by :func:`cnnlab.scratch.functional.relu`;
+- the classifier half, the normalisations and the blocks (flatten, fully connected, dropout,
+  batch norm, LRN, residual add, inception concatenation): :mod:`cnnlab.serve.blocks`.
 
 The layer's input and output are captured in one forward pass of the torch model (hooks
 released on exit); each function gets them as NumPy arrays of one image and returns a dict
@@ -25,16 +27,22 @@ from torch import nn
 from cnnlab.errors import UserError
 from cnnlab.scratch import functional as F
 
-SUPPORTED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ReLU)
+SUPPORTED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ReLU, nn.Linear,
+             nn.Flatten, nn.BatchNorm2d, nn.LocalResponseNorm, nn.Dropout, nn.Identity)
+TOLERANCE = 1e-4  # relative: float32 rounding of sums in another order
 MAX_CHANNELS_SHOWN = 64  # input channels whose window/kernel/products go to the page
 
 
 def supports(module: nn.Module) -> bool:
-    return isinstance(module, SUPPORTED)
+    from cnnlab.serve.blocks import is_basic_conv, is_inception, is_residual
+
+    return isinstance(module, SUPPORTED) or is_residual(module) or is_inception(module) or \
+        is_basic_conv(module) or (isinstance(module, nn.Sequential) and len(module) > 0)
 
 
-def _agree(a: float, b: float) -> bool:
-    return bool(abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b)))
+def agree(a: float, b: float) -> bool:
+    """NumPy's and torch's values of one unit equal to float32 rounding."""
+    return bool(abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b)))
 
 
 def _check_unit(out: np.ndarray, c: int, y: int, x: int, name: str) -> None:
@@ -45,17 +53,45 @@ def _check_unit(out: np.ndarray, c: int, y: int, x: int, name: str) -> None:
 
 
 def explain_unit(module: nn.Module, name: str, xin: np.ndarray, out: np.ndarray,
-                 c: int, y: int, x: int) -> dict:
-    """Unit ``(c, y, x)`` of ``module`` given its input ``xin (C, H, W)`` and torch's
-    output ``out (K, H', W')`` for one image."""
+                 c: int, y: int, x: int, source_shape=None) -> dict:
+    """Unit ``(c, y, x)`` of ``module`` given its input ``xin (C, H, W)`` (or a vector) and
+    torch's output ``out (K, H', W')``, or ``(F,)`` whose unit i is ``(0, 0, i)``, for one
+    image. ``source_shape``: for a Linear layer, the maps its input was flattened from."""
+    from cnnlab.serve import blocks
+
+    common = {"layer": name, "type": type(module).__name__, "unit": [c, y, x],
+              "input_shape": list(xin.shape), "output_shape": list(out.shape)}
+    if out.ndim == 1:
+        i = blocks.check_vector_unit(out, c, y, x, name)
+        common["torch_value"] = float(out[i])
+        if isinstance(module, nn.Linear):
+            d = blocks.linear_unit(module, xin, i, source_shape)
+        elif isinstance(module, nn.Flatten):
+            d = blocks.flatten_unit(xin, i)
+        elif isinstance(module, nn.ReLU):
+            v = float(xin.reshape(-1)[i])
+            d = {"kind": "relu", "input_value": v,
+                 "result": float(F.relu(np.float32([v]))[0]) + 0.0}
+        elif isinstance(module, (nn.Dropout, nn.Identity)):
+            d = blocks.identity_unit(module, xin, 0, 0, i)
+        else:
+            raise UserError(f"layer {name}: no unit detail for a {type(module).__name__} "
+                            f"giving a vector")
+        d.update(common)
+        d["agree"] = agree(d["result"], d["torch_value"])
+        return d
     if out.ndim != 3 or xin.ndim != 3:
-        raise UserError(f"layer {name}: unit detail needs 2-D maps, its output is "
+        raise UserError(f"layer {name}: unit detail needs 2-D maps or a vector, its output is "
                         f"{'x'.join(map(str, out.shape))}")
     _check_unit(out, c, y, x, name)
-    common = {"layer": name, "type": type(module).__name__, "unit": [c, y, x],
-              "torch_value": float(out[c, y, x]), "input_shape": list(xin.shape),
-              "output_shape": list(out.shape)}
-    if isinstance(module, nn.Conv2d):
+    common["torch_value"] = float(out[c, y, x])
+    if isinstance(module, nn.BatchNorm2d):
+        d = blocks.batchnorm_unit(module, xin, c, y, x)
+    elif isinstance(module, nn.LocalResponseNorm):
+        d = blocks.lrn_unit(module, xin, c, y, x)
+    elif isinstance(module, (nn.Dropout, nn.Identity)):
+        d = blocks.identity_unit(module, xin, c, y, x)
+    elif isinstance(module, nn.Conv2d):
         d = conv_unit(module, xin, c, y, x)
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
         d = pool_unit(module, xin, c, y, x)
@@ -69,7 +105,7 @@ def explain_unit(module: nn.Module, name: str, xin: np.ndarray, out: np.ndarray,
         raise UserError(f"layer {name}: unit detail covers Conv2d, pooling and ReLU layers, "
                         f"not {type(module).__name__}")
     d.update(common)
-    d["agree"] = _agree(d["result"], d["torch_value"])
+    d["agree"] = agree(d["result"], d["torch_value"])
     return d
 
 

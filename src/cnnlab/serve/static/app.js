@@ -4,7 +4,7 @@
 
 const S = {
   models: [], model: null, details: null, blob: null, name: "", result: null, offsets: {},
-  target: null, every: false, unit: null, strokes: [], busy: 0, seq: 0,
+  target: null, every: false, unit: null, strokes: [], busy: 0, seq: 0, camLayer: null,
 };
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
@@ -96,7 +96,7 @@ async function loadModels() {
 }
 async function selectModel(id) {
   S.model = S.models.find((m) => m.id === id);
-  S.offsets = {}; S.target = null; S.unit = null; S.result = null;
+  S.offsets = {}; S.target = null; S.unit = null; S.result = null; S.camLayer = null;
   $("unit-card").hidden = true;
   S.details = await api(`/api/models/${encodeURIComponent(id)}`);
   renderModelTab();
@@ -133,6 +133,7 @@ async function run() {
   if (S.target !== null) fd.append("target", S.target);
   fd.append("offsets", JSON.stringify(S.offsets));
   fd.append("every_layer", S.every ? "true" : "false");
+  if (S.camLayer) fd.append("cam_layer", S.camLayer);
   document.body.classList.add("busy");
   try {
     const res = await api(`/api/models/${S.model.id}/explore`, { method: "POST", body: fd });
@@ -140,11 +141,28 @@ async function run() {
     S.result = res; showError(null);
     renderAll();
     document.body.dataset.input = S.name;  // which image the page shows (tests wait on it)
+    delete document.body.dataset.failed;
     if (S.unit) await openUnit(S.unit.layer, ...S.unit.at);
-  } catch (e) { if (seq === S.seq) showError(e); }
+  } catch (e) { if (seq === S.seq) { showError(e); clearResult(); } }
   finally { if (seq === S.seq) document.body.classList.remove("busy"); }
 }
 
+// A failed input (a bad or too large file) must not leave the previous image's prediction,
+// maps and Grad-CAM on screen beside the new file's name: everything computed is cleared.
+function clearResult() {
+  S.result = null; S.unit = null; S.field = null; stopSlide();
+  $("server-ms").textContent = "";
+  $("top-class").textContent = "—"; delete $("top-class").dataset.index;
+  $("bars").replaceChildren(); $("softmax-table").replaceChildren(); $("sm-shift").textContent = "";
+  for (const id of ["seen-image", "cam-canvas"]) { const cv = $(id); cv.getContext("2d").clearRect(0, 0, cv.width, cv.height); }
+  $("seen-norm").replaceChildren(); $("input-warnings").textContent = "";
+  $("seen-caption").textContent = "—"; $("norm-caption").textContent = "";
+  $("cam-caption").textContent = `no Grad-CAM: ${S.name} could not be used`;
+  $("overview").replaceChildren(el("p", { class: "hint", text: `No maps: ${S.name} could not be used (see the message above).` }));
+  $("unit-card").hidden = true;
+  const ro = $("overview-value"); delete ro.dataset.unit; delete ro.dataset.value; restoreReadout();
+  document.body.dataset.input = S.name; document.body.dataset.failed = "1";
+}
 function renderAll() {
   const r = S.result;
   $("server-ms").textContent = `computed in ${r.server_ms.toFixed(0)} ms`;
@@ -187,6 +205,7 @@ function renderCam(r) {
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, cv.width, cv.height);
   ctx.drawImage(src, 0, 0, cv.width, cv.height);
+  renderCamLayers(g);
   if (g.error) { $("cam-caption").textContent = g.error; return; }
   const [ch, cw] = g.shape, cam = f32(g.map), heat = el("canvas");
   heat.width = cw; heat.height = ch;
@@ -198,7 +217,23 @@ function renderCam(r) {
   hctx.putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.globalAlpha = 0.55; ctx.drawImage(heat, 0, 0, cv.width, cv.height); ctx.globalAlpha = 1;
-  $("cam-caption").textContent = `for class ${g.class} at layer ${g.layer}`;
+  const [H, W] = r.input.shape.slice(1), res = g.resolution || g.shape;
+  $("cam-caption").textContent = `for class ${g.class} at layer ${g.layer}: ` +
+    `its maps are ${res.join("×")}, so the heat map has ${res.join("×")} cells, stretched over the ${H}×${W} input ` +
+    `(each cell ≈ ${(H / res[0]).toFixed(1)}×${(W / res[1]).toFixed(1)} pixels). ` +
+    (res[0] < H ? "Deep layers are coarse (pooling and strides shrink the maps) but see the whole object; " +
+      "pick an earlier layer for a finer, more local map." : "");
+  $("cam-caption").dataset.resolution = res.join("x");
+}
+function renderCamLayers(g) {
+  const sel = $("cam-layer"), layers = g.layers || [];
+  const want = S.camLayer || g.layer || "";
+  const key = layers.join(",");
+  if (sel.dataset.key !== key) {
+    sel.replaceChildren(...layers.map((n) => el("option", { value: n, text: n })));
+    sel.dataset.key = key;
+  }
+  if (want) sel.value = want;
 }
 
 // ---- overview ----------------------------------------------------------------------------
@@ -208,6 +243,8 @@ function renderOverview(r) {
   const [c, h, w] = r.input.shape, norm = f32(r.input.normalized);
   const scaleIn = Math.max(Math.abs(r.input.min), Math.abs(r.input.max));
   const inCol = column("input", `${c}×${h}×${w}`, "normalized");
+  inCol.col.dataset.stage = "input";
+  inCol.col.querySelector(".col-head").append(scaleBar(r.input.min, r.input.max));
   for (let k = 0; k < c; k++) inCol.maps.append(mapCell(norm.subarray(k * h * w, (k + 1) * h * w), h, w, scaleIn, null, k));
   box.append(inCol.col);
   for (const st of r.stages) box.append(stageColumn(st));
@@ -231,6 +268,11 @@ function stageColumn(st) {
   const shape = st.shape.join("×"), c = column(st.name, shape, st.type);
   c.col.dataset.stage = st.name;
   const [h, w] = st.map_shape, data = f32(st.data), scale = Math.max(Math.abs(st.min), Math.abs(st.max));
+  c.col.querySelector(".col-head").append(scaleBar(st.min, st.max));
+  if (st.shape.length === 1) {  // a vector (flatten, fully connected): one column of units
+    c.maps.append(vectorCell(data, st, scale));
+    return c.col;
+  }
   if (st.count > 8) c.maps.classList.add("two");
   for (let k = 0; k < st.count; k++) {
     c.maps.append(mapCell(data.subarray(k * h * w, (k + 1) * h * w), h, w, scale, st, st.offset + k));
@@ -243,6 +285,28 @@ function stageColumn(st) {
     c.col.insertBefore(pager, c.maps);
   }
   return c.col;
+}
+// A column's colour scale with its numbers: the value of the darkest blue and red.
+function scaleBar(min, max) {
+  const m = Math.max(Math.abs(min), Math.abs(max));
+  return el("span", { class: "scale", title: `colour scale: −${fmt(m, 3)} (blue) … 0 … ${fmt(m, 3)} (red); values ${fmt(min, 3)} … ${fmt(max, 3)}` },
+    el("span", { class: "lo", text: fmt(min, 2) }), el("span", { class: "colorbar div" }), el("span", { class: "hi", text: fmt(max, 2) }));
+}
+function vectorCell(data, st, scale) {
+  const n = data.length, cv = el("canvas", { class: "map vcol" });
+  paintMap(cv, data, n, 1, scale);  // n rows of one unit: unit i is row i
+  const cell = el("div", { class: "cell vcell", title: `${st.name}: ${n} units; hover to read, click to open` }, cv);
+  cell.dataset.channel = 0;
+  const at = (ev) => { const r = cv.getBoundingClientRect(); return Math.max(0, Math.min(n - 1, Math.floor(((ev.clientY - r.top) / r.height) * n))); };
+  const show = (i, sticky) => {
+    const ro = $("overview-value");
+    ro.textContent = `${st.name} [unit ${i} of ${n}] = ${fmt(data[i])}`;
+    if (sticky) { ro.dataset.value = data[i]; ro.dataset.unit = `${st.name}:0:0:${i}`; }
+  };
+  cv.addEventListener("mousemove", (ev) => show(at(ev), false));
+  cv.addEventListener("mouseleave", () => restoreReadout());
+  cv.addEventListener("click", (ev) => { const i = at(ev); show(i, true); if (st.unit_detail) openUnit(st.name, 0, 0, i); });
+  return cell;
 }
 function page(st, dir) {
   S.offsets[st.name] = Math.max(0, st.offset + dir * st.page);
@@ -270,7 +334,7 @@ function mapCell(data, h, w, scale, st, channel) {
   cv.addEventListener("click", (ev) => {
     const [y, x] = at(ev);
     show(y, x, true);
-    if (st && st.unit_detail && h > 1) openUnit(st.name, channel, y, x);
+    if (st && st.unit_detail) openUnit(st.name, channel, y, x);
     else if (st) unitUnavailable(st, h === 1);
   });
   return cell;
@@ -279,6 +343,9 @@ function restoreReadout() {
   const ro = $("overview-value");
   if (!ro.dataset.unit) { ro.textContent = "hover a map to read a value; click a unit for its detail"; return; }
   const [name, c, y, x] = ro.dataset.unit.split(":");
+  if (S.result && (S.result.stages.find((s) => s.name === name) || {}).shape?.length === 1) {
+    ro.textContent = `${name} [unit ${x}] = ${fmt(parseFloat(ro.dataset.value))}`; return;
+  }
   ro.textContent = `${name} [channel ${c}, row ${y}, col ${x}] = ${fmt(parseFloat(ro.dataset.value))}`;
 }
 function unitUnavailable(st, vector) {
@@ -299,19 +366,27 @@ function markUnit() {
   const st = S.result.stages.find((s) => s.name === layer);
   const cell = col.querySelector(`.cell[data-channel="${c}"]`);
   if (cell) addMark(cell, y, x, y, x, st.map_shape);
-  const prev = col.previousElementSibling;  // the previous stage: the window it came from
-  if (box && prev && S.unit.inputShape) {
-    for (const k of inputChannels) {
-      const pc = prev.querySelector(`.cell[data-channel="${k}"]`);
-      const cv = pc && pc.querySelector("canvas");
-      if (cv && cv.width === S.unit.inputShape[2] && cv.height === S.unit.inputShape[1]) {
-        addMark(pc, box[0], box[1], box[2], box[3], [cv.height, cv.width]);
-      }
-    }
+  document.querySelectorAll(".col.fed").forEach((e) => e.classList.remove("fed"));
+  const f = S.field;  // its receptive field in every earlier column, and what it feeds
+  if (!f || f.layer !== layer) return;
+  for (const [name, b] of Object.entries(f.boxes)) {
+    const pc = document.querySelector(`.col[data-stage="${CSS.escape(name)}"]`);
+    if (pc) pc.querySelectorAll(".cell").forEach((cl) => {
+      const cv = cl.querySelector("canvas");
+      if (cv && cv.height > 1) addMark(cl, b[0], b[1], b[2], b[3], [cv.height, cv.width], "field");
+    });
+  }
+  if (f.feeds) {
+    const nc = document.querySelector(`.col[data-stage="${CSS.escape(f.feeds.column)}"]`);
+    if (nc && f.feeds.all) nc.classList.add("fed");
+    else if (nc) nc.querySelectorAll(".cell").forEach((cl) => {
+      const cv = cl.querySelector("canvas"), b = f.feeds.box;
+      if (cv && cv.height > 1) addMark(cl, b[0], b[1], b[2], b[3], [cv.height, cv.width], "feeds");
+    });
   }
 }
-function addMark(cell, top, left, bottom, right, [h, w]) {
-  const m = el("div", { class: "mark" });
+function addMark(cell, top, left, bottom, right, [h, w], kind) {
+  const m = el("div", { class: "mark" + (kind ? " " + kind : "") });
   Object.assign(m.style, { top: `${(100 * top) / h}%`, left: `${(100 * left) / w}%`,
     height: `${(100 * (bottom - top + 1)) / h}%`, width: `${(100 * (right - left + 1)) / w}%` });
   cell.append(m);
@@ -326,7 +401,10 @@ async function openUnit(layer, c, y, x) {
     const u = await api(`/api/models/${S.model.id}/unit`, { method: "POST", body: fd });
     S.unit = { layer, at: [c, y, x], box: u.window_box, inputChannels: u.channels || [],
       inputShape: u.input_shape };
+    const st = S.result && S.result.stages.find((s) => s.name === layer);
+    S.field = st && st.shape.length === 3 && S.details.stages.includes(layer) ? await api(`/api/models/${S.model.id}/field?layer=${encodeURIComponent(layer)}&y=${y}&x=${x}`) : null;
     renderUnit(u); markUnit(); showError(null);
+    document.body.dataset.unit = `${layer}:${c}:${y}:${x}`;
   } catch (e) { showError(e); }
 }
 function grid(rows, cls, hi) {
@@ -346,6 +424,7 @@ function cellColor(v, rows) {
 }
 function renderUnit(u) {
   $("unit-card").hidden = false;
+  stopSlide();
   const [c, y, x] = u.unit;
   $("unit-title").textContent = `Unit detail · ${u.layer} · ${u.type} · channel ${c}, row ${y}, col ${x}`;
   const body = $("unit-body");
@@ -382,8 +461,10 @@ function renderUnit(u) {
     sum.dataset.value = u.sum;
     const bias = el("span", { id: "unit-bias", class: "value", text: u.bias === null ? "0 (no bias)" : fmt(u.bias, 5) });
     bias.dataset.value = u.bias || 0;
-    body.append(el("p", { class: "total" }, "Σ products = ", sum, "  + bias ", bias, "  = ", result,
+    if (u.then_relu) body.append(el("p", { class: "hint", text: `${u.layer} is a convolution followed by a ReLU: the sum plus bias is ${fmt(u.conv_result, 5)}, and the unit is max(0, that).` }));
+    body.append(el("p", { class: "total" }, "Σ products = ", sum, "  + bias ", bias, u.then_relu ? `  = ${fmt(u.conv_result, 5)}  → ReLU` : "", "  = ", result,
       el("span", { class: "muted", text: " (NumPy engine)" }), "   torch: ", torchV, " ", ok));
+    if (maps) body.append(slidePanel(u, maps));
   } else if (u.kind === "maxpool" || u.kind === "avgpool") {
     const maps = u.input_maps ? f32(u.input_maps) : null, [, H, W] = u.input_shape;
     const row = el("div", { class: "conv-row", id: "unit-products" });
@@ -400,6 +481,10 @@ function renderUnit(u) {
       `sum ${fmt(u.total)} ÷ ${u.count} values`;
     body.append(el("p", { class: "total" }, `${how} = `, result, el("span", { class: "muted", text: " (NumPy engine)" }),
       "   torch: ", torchV, " ", ok));
+  } else if (u.kind === "linear") {
+    renderLinear(u, body, c, y, x, result, torchV, ok);
+  } else if (renderOther(u, body, result, torchV, ok)) {
+    // flatten, batch norm, LRN, dropout, residual add, inception: renderOther drew it
   } else if (u.kind === "relu") {
     body.append(el("p", { class: "total", id: "unit-products" }, `ReLU: max(0, ${fmt(u.input_value, 5)}) = `, result,
       el("span", { class: "muted", text: " (NumPy engine)" }), "   torch: ", torchV, " ", ok));
@@ -471,12 +556,19 @@ function chart(title, xs, series) {
   const add = (tag, attrs, text) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text !== undefined) e.textContent = text; svg.append(e); };
   add("text", { x: L, y: 12, class: "ct" }, title);
   for (const v of [lo, (lo + hi) / 2, hi]) { add("line", { x1: L, x2: W - 8, y1: py(v), y2: py(v), class: "gl" }); add("text", { x: L - 4, y: py(v) + 4, class: "ax", "text-anchor": "end" }, v.toPrecision(3)); }
-  add("text", { x: (L + W) / 2, y: H - 6, class: "ax", "text-anchor": "middle" }, "epoch");
+  add("text", { x: (L + W) / 2, y: H - 2, class: "ax", "text-anchor": "middle" }, "epoch");
+  const step = Math.max(1, Math.ceil((x1 - x0 + 1) / 8));  // at most ~8 whole-epoch ticks
+  for (let e = Math.ceil(x0); e <= x1; e += step) {
+    add("line", { x1: px(e), x2: px(e), y1: H - B, y2: H - B + 4, class: "tick" });
+    add("text", { x: px(e), y: H - B + 14, class: "ax xtick", "text-anchor": "middle" }, String(e));
+  }
   series.forEach(([name, ys, color], i) => {
     if (!ys) return;
     const pts = xs.map((x, k) => (ys[k] === null ? null : `${px(x)},${py(ys[k])}`)).filter(Boolean).join(" ");
-    add("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 });
-    add("text", { x: W - 60, y: T + 12 + 14 * i, fill: color, class: "ax" }, name);
+    add("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2, "data-series": name });
+    // the legend's colour is an inline style: a CSS rule (.chart .ax) beats a fill attribute
+    add("line", { x1: W - 74, x2: W - 62, y1: T + 8 + 14 * i, y2: T + 8 + 14 * i, stroke: color, "stroke-width": 2 });
+    add("text", { x: W - 58, y: T + 12 + 14 * i, class: "legend-label", style: `fill:${color}`, "data-series": name }, name);
   });
   return svg;
 }
@@ -549,6 +641,7 @@ function setupInputs() {
     const f = ev.dataTransfer.files[0];
     if (f) { $("file-name").textContent = f.name; setInput(f, f.name); }
   });
+  $("cam-layer").onchange = () => { S.camLayer = $("cam-layer").value || null; run(); };
   $("cam-target").onchange = () => { S.target = $("cam-target").value === "" ? null : parseInt($("cam-target").value, 10); run(); };
   $("every-layer").onchange = () => { S.every = $("every-layer").checked; S.offsets = {}; run(); };
   ["pg-size", "pg-kernel", "pg-padding", "pg-stride"].forEach((id) => $(id).addEventListener("input", playground));
@@ -558,3 +651,109 @@ window.addEventListener("DOMContentLoaded", async () => {
   try { await loadModels(); } catch (e) { showError(e); }
   document.body.dataset.ready = "1";
 });
+
+// ---- unit detail: the classifier half, normalisations and blocks --------------------------
+const engine = () => el("span", { class: "muted", text: " (NumPy engine)" });
+function totalLine(...parts) { return el("p", { class: "total", id: "unit-products" }, ...parts); }
+function renderLinear(u, body, c, y, i, result, torchV, ok) {
+  body.append(el("p", { class: "formula" }, `out[${i}] = bias[${i}] + Σⱼ w[${i}, j] · x[j] over ${u.in_features} inputs` +
+    (u.source_shape ? ` (flattened from ${u.source_shape.join("×")} maps: input j is map ⌊j / ${u.source_shape[1] * u.source_shape[2]}⌋)` : "")));
+  const order = u.products.map((p, k) => k).sort((a, b) => Math.abs(u.products[b]) - Math.abs(u.products[a])).slice(0, 12);
+  const head = el("tr", {}, ...["input j", u.source_shape ? "from map, row, col" : "", "x[j]", "w[i, j]", "x·w"].map((t) => el("th", { text: t })));
+  const [, H, W] = u.source_shape || [0, 1, 1];
+  const rows = order.map((k) => { const j = u.shown[k];
+    return el("tr", {}, el("td", { text: j }), el("td", { text: u.source_shape ? `${Math.floor(j / (H * W))}, ${Math.floor((j % (H * W)) / W)}, ${j % W}` : "" }),
+      el("td", { text: fmt(u.inputs[k]) }), el("td", { text: fmt(u.weights[k]) }), el("td", { text: fmt(u.products[k]) })); });
+  body.append(el("p", { class: "hint", text: `the ${order.length} largest products of ${u.in_features} (by size); the sum covers all` }),
+    el("table", { class: "num", id: "linear-terms" }, head, ...rows));
+  if (u.groups) {
+    const g = [...u.groups].sort((a, b) => Math.abs(b.sum) - Math.abs(a.sum)).slice(0, 16);
+    body.append(el("p", { class: "hint", text: "products summed per feature map they came from (largest first):" }),
+      el("table", { class: "num", id: "linear-groups" }, el("tr", {}, el("th", { text: "map" }), el("th", { text: "inputs" }), el("th", { text: "Σ x·w" })),
+        ...g.map((r) => el("tr", {}, el("td", { text: r.map }), el("td", { text: `${r.from}–${r.to}` }), el("td", { text: fmt(r.sum) })))));
+  }
+  const sum = el("span", { id: "unit-sum", class: "value", text: fmt(u.sum, 5) }); sum.dataset.value = u.sum;
+  const bias = el("span", { id: "unit-bias", class: "value", text: u.bias === null ? "0 (no bias)" : fmt(u.bias, 5) }); bias.dataset.value = u.bias || 0;
+  body.append(totalLine("Σ products = ", sum, "  + bias ", bias, "  = ", result, engine(), "   torch: ", torchV, " ", ok));
+  if (u.is_output) {
+    const cls = S.model.classes[i];
+    body.append(el("p", {}, `This is the logit of class ${cls}; the softmax turns the logits into probabilities: `,
+      el("a", { href: "#softmax-details", id: "to-softmax", onclick: () => { $("softmax-details").open = true;
+        document.querySelectorAll("#softmax-table tr").forEach((tr, k) => tr.classList.toggle("hl", k === i + 1)); } }, "see the softmax, written out")));
+  }
+}
+function renderOther(u, body, result, torchV, ok) {
+  const tail = ["  = ", result, engine(), "   torch: ", torchV, " ", ok];
+  const v = (x) => fmt(x, 5);
+  if (u.kind === "flatten") {
+    const [c, y, x] = u.source, [C, H, W] = u.source_shape;
+    body.append(el("p", { class: "formula" }, `Flatten copies each value: element i of the vector is map c, row y, column x of the ${C}×${H}×${W} input, i = c·H·W + y·W + x.`),
+      totalLine(`element ${u.unit[2]} ← map ${c}, row ${y}, col ${x}: ${u.formula}; value`, ...tail));
+  } else if (u.kind === "batchnorm") {
+    body.append(el("p", { class: "formula" }, "batch norm at inference: (x − running mean) / √(running var + ε) × weight + bias"),
+      totalLine(`(${v(u.input_value)} − ${v(u.mean)}) / √(${v(u.var)} + ${u.eps}) × ${u.weight === null ? 1 : v(u.weight)} + ${u.bias === null ? 0 : v(u.bias)}`, ...tail));
+  } else if (u.kind === "lrn") {
+    body.append(el("p", { class: "formula" }, `local response norm across channels ${u.channels[0]}–${u.channels[u.channels.length - 1]}: a / (k + α/n · Σ a²)^β, n = ${u.size}, k = ${u.k}, α = ${u.alpha}, β = ${u.beta}`),
+      totalLine(`${v(u.input_value)} / (${u.k} + ${u.alpha}/${u.size} · ${v(u.sum_squares)})^${u.beta}`, ...tail));
+  } else if (u.kind === "dropout" || u.kind === "identity") {
+    body.append(el("p", { class: "formula" }, u.note || "identity: the input passes through unchanged"), totalLine(`input ${v(u.input_value)}`, ...tail));
+  } else if (u.kind === "residual") {
+    body.append(el("p", { class: "formula" }, `residual block: out = ReLU(F(x) + shortcut(x)); F(x) is ${u.f_layer}'s output, the shortcut is ${u.shortcut}` +
+      (u.via.length ? ` (stage ${u.stage} ends with block ${u.layer})` : "")),
+      totalLine(`ReLU(F(x) ${v(u.f_value)} + shortcut ${u.shortcut_value === null ? "— (none)" : v(u.shortcut_value)}) = ReLU(${v(u.sum)})`, ...tail));
+  } else if (u.kind === "inception") {
+    const rows = u.branches.map((b, k) => el("tr", { class: k === u.chosen ? "hl" : "" }, el("td", { text: b.branch }),
+      el("td", { text: `${b.channels[0]}–${b.channels[1]}` }), el("td", { text: b.layers })));
+    body.append(el("p", { class: "formula" }, "inception: four branches run on the same input; their outputs are concatenated by channel"),
+      el("table", { class: "num", id: "inception-branches" }, el("tr", {}, ...["branch", "channels", "layers"].map((t) => el("th", { text: t }))), ...rows),
+      totalLine(`channel ${u.unit[0]} = ${u.branches[u.chosen].branch} channel ${u.branch_channel}:`, ...tail));
+  } else return false;
+  return true;
+}
+
+// ---- the kernel sliding over the real input ---------------------------------------------------
+// The window of output channel k slides over input channel ch (the first shown) row by row;
+// the output cell it makes is lit beside it. Starts paused when the user asks for reduced motion.
+const SLIDE = { timer: null, pos: 0 };
+function stopSlide() { clearInterval(SLIDE.timer); SLIDE.timer = null; }
+function slidePanel(u, maps) {
+  stopSlide();
+  const [, H, W] = u.input_shape, [, Ho, Wo] = u.output_shape, [k] = u.unit;
+  const [sh, sw] = u.stride, [ph, pw] = u.padding, [dh, dw] = u.dilation || [1, 1];
+  const kh = (u.window_box[2] - u.window_box[0]) / dh + 1, kw = (u.window_box[3] - u.window_box[1]) / dw + 1;
+  const slice = maps.subarray(0, H * W), inCv = el("canvas", { class: "map big" });
+  paintMap(inCv, slice, H, W, Math.max(1e-12, ...Array.from(slice, Math.abs)));
+  const inCell = el("div", { class: "cell", id: "slide-input" }, inCv);
+  const st = S.result.stages.find((s) => s.name === u.layer);
+  const outCv = el("canvas", { class: "map big" });
+  if (st && st.map_shape[0] === Ho && k >= st.offset && k < st.offset + st.count) {
+    paintMap(outCv, f32(st.data).subarray((k - st.offset) * Ho * Wo, (k - st.offset + 1) * Ho * Wo), Ho, Wo, Math.max(Math.abs(st.min), Math.abs(st.max)));
+  } else { outCv.width = Wo; outCv.height = Ho; }
+  const outCell = el("div", { class: "cell", id: "slide-output" }, outCv);
+  const label = el("span", { class: "hint", id: "slide-pos" });
+  SLIDE.pos = u.unit[1] * Wo + u.unit[2];
+  const draw = () => {
+    const oy = Math.floor(SLIDE.pos / Wo), ox = SLIDE.pos % Wo, top = oy * sh - ph, left = ox * sw - pw;
+    inCell.querySelectorAll(".mark").forEach((m) => m.remove()); outCell.querySelectorAll(".mark").forEach((m) => m.remove());
+    addMark(inCell, top, left, top + (kh - 1) * dh, left + (kw - 1) * dw, [H, W], "window");
+    addMark(outCell, oy, ox, oy, ox, [Ho, Wo], "window");
+    label.textContent = `output row ${oy}, col ${ox} ← window rows ${top}…${top + (kh - 1) * dh}, cols ${left}…${left + (kw - 1) * dw}`;
+    label.dataset.pos = `${oy}:${ox}`;
+  };
+  const step = () => { SLIDE.pos = (SLIDE.pos + 1) % (Ho * Wo); draw(); };
+  const play = el("button", { id: "slide-play", text: "▶ play" });
+  const setPlaying = (on) => {
+    stopSlide();
+    if (on) SLIDE.timer = setInterval(step, 350);
+    play.textContent = on ? "❚❚ pause" : "▶ play"; play.dataset.playing = on ? "1" : "0";
+  };
+  play.onclick = () => setPlaying(!SLIDE.timer);
+  const reduced = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  draw(); setPlaying(!reduced);
+  return el("div", { class: "slide", id: "slide" },
+    el("h3", { text: `The kernel of channel ${k} sliding over input channel ${u.input_maps_shown[0]} (stride ${sh}×${sw}, padding ${ph}×${pw})` }),
+    el("div", { class: "conv-row" }, el("figure", {}, inCell, el("figcaption", { text: `input channel ${u.input_maps_shown[0]}` })),
+      el("span", { class: "op", text: "→" }), el("figure", {}, outCell, el("figcaption", { text: `${u.layer} channel ${k}` }))),
+    el("div", { class: "buttons" }, play, el("button", { id: "slide-step", text: "step ▶|", onclick: () => { setPlaying(false); step(); } }), label,
+      reduced ? el("span", { class: "hint", text: "(paused: your system asks for reduced motion)" }) : ""));
+}
