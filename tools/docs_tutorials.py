@@ -4,7 +4,7 @@ A tutorial's source is a Jupytext Markdown notebook, ``docs/tutorials/src/NN-nam
 (open it in Jupyter with jupytext, or read it as plain Markdown). This script executes it
 with nbclient in a fresh temporary folder and writes ``docs/tutorials/NN-name.md``: the
 source's text and code with every cell's output below it (text as ```text blocks, figures
-as PNG files in ``docs/tutorials/img/``). The page records the source's sha256, so the docs
+as PNG files in ``docs/tutorials/img/``, cnnlab's tables as the HTML a notebook shows). The page records the source's sha256, so the docs
 build (tools/mkdocs_hooks.py) refuses a page that is older than its source.
 
     python tools/docs_tutorials.py            # execute the stale tutorials, write their pages
@@ -70,9 +70,15 @@ def _text(out: dict) -> str | None:
     if out["output_type"] == "stream":
         return out["text"]
     data = out.get("data", {})
-    if "image/png" in data:
+    if "image/png" in data or "text/html" in data:
         return None
     return data.get("text/plain")
+
+
+def _html(out: dict) -> str | None:
+    """A rich result's HTML (cnnlab's tables, cnnlab.notebook), as the notebook shows it."""
+    data = out.get("data", {})
+    return None if "image/png" in data else data.get("text/html")
 
 
 def render(src: Path, nb) -> tuple[str, dict[str, bytes]]:
@@ -93,6 +99,12 @@ def render(src: Path, nb) -> tuple[str, dict[str, bytes]]:
             t = _text(out)
             if t is not None:
                 texts.append(t)
+                continue
+            if html := _html(out):
+                if texts:
+                    parts.append("```text\n" + "".join(texts).rstrip() + "\n```\n")
+                    texts = []
+                parts.append(f'<div class="cnnlab-output">\n{html.strip()}\n</div>\n')
                 continue
             if out.get("data", {}).get("image/png"):
                 name = f"{src.stem}-{i:02d}-{len(images)}.png"

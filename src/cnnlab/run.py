@@ -12,6 +12,9 @@
         checkpoints/state-eEEEE-sSSSSSSSS.safetensors
                              optimiser, scheduler and RNG state of last.* (epoch E, global
                              step S) for an exact --resume; replaced at every save
+
+:class:`Run` looks at such a folder (its metrics as a table, its curves as a figure);
+:class:`TrainResult` is the final summary that :func:`cnnlab.train` returns, with ``.run``.
 """
 
 from __future__ import annotations
@@ -121,3 +124,95 @@ def _epoch_of(line: str, name: str) -> int:
     if name.endswith(".jsonl"):
         return int(json.loads(line)["epoch"])
     return int(line.split(",", 1)[0])
+
+
+# --- in a notebook: a run to look at ---------------------------------------------------------
+class Run:
+    """A run directory to look at (in Jupyter, shown as its summary and metrics tables).
+
+    ``final``: final.json (empty while training); ``metrics``: metrics.csv, one row (dict)
+    per epoch, shown as a table (columns that are empty in every row left out);
+    ``curves(out=None)``: loss and accuracy per epoch as a matplotlib figure (PNG at ``out``
+    when given), as ``cnnlab viz curves`` draws them.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def final(self) -> dict:
+        p = self.path / "final.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    @property
+    def metrics(self):
+        """:class:`cnnlab.notebook.Table` of metrics.csv: numbers as int/float, blanks None."""
+        from cnnlab.notebook import Table
+
+        p = self.path / "metrics.csv"
+        if not p.is_file():
+            raise UserError(f"{self.path}: no metrics.csv (expected a run directory written "
+                            f"by `cnnlab train`)")
+        with open(p, newline="") as f:
+            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        columns = [c for c in METRIC_FIELDS if any(r.get(c) is not None for r in rows)]
+        return Table(rows, columns, caption=f"{self.path}/metrics.csv")
+
+    def curves(self, out: str | Path | None = None):
+        """Loss and accuracy per epoch (a matplotlib Figure); written as PNG at ``out``."""
+        from cnnlab.viz.learning import curves_figure, read_curves
+
+        fig = curves_figure(read_curves([self.path]), None)
+        if out is not None:
+            out = Path(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, bbox_inches="tight", facecolor="white")
+        return fig
+
+    def _repr_html_(self) -> str:
+        return TrainResult(self.final or {"run_dir": str(self.path)}, run=self)._repr_html_()
+
+
+def _number(v: str | None):
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+class TrainResult(dict):
+    """What :func:`cnnlab.train` returns: the run's final summary (a dict, as final.json);
+    ``.run`` is the :class:`Run` (its ``metrics`` table, its ``curves()`` figure). Jupyter
+    shows the summary and the metrics per epoch as tables."""
+
+    def __init__(self, summary: dict, run: Run | None = None):
+        super().__init__(summary)
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            if not self.get("run_dir"):
+                raise UserError("this summary names no run directory (run_dir)")
+            self._run = Run(self["run_dir"])
+        return self._run
+
+    def _repr_html_(self) -> str:
+        from cnnlab.notebook import key_value_table
+
+        def show(v):
+            if isinstance(v, dict):
+                return ", ".join(f"{k} {x}" for k, x in v.items())
+            return "" if v is None else v
+
+        html = key_value_table({k: show(v) for k, v in self.items()},
+                               caption=f"Run {self.get('run_dir', '')}")
+        try:
+            return html + "\n" + self.run.metrics._repr_html_()
+        except UserError:  # no metrics.csv (yet, or the folder moved): the summary alone
+            return html

@@ -3,7 +3,7 @@
 Each row: test accuracy, parameters (or, for k-NN, the bytes it stores: the training set),
 training time and prediction time per test image. k-NN and the bag-of-words variants run
 here; ``linear``, ``mlp`` and zoo models are trained by the normal trainer
-(:func:`cnnlab.train.train`) into a temporary run directory.
+(:func:`cnnlab.train`) into a temporary run directory.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _trained_row(m, spec, epochs, seed):
 
     from cnnlab.config import make_config
     from cnnlab.inference import load_model
-    from cnnlab.train import train
+    from cnnlab.training.api import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(model=m, data=spec, epochs=epochs, seed=seed, out=f"{tmp}/run",
@@ -111,7 +111,8 @@ def _trained_row(m, spec, epochs, seed):
 def compare(data: str = "digits", methods=None, k: int | None = None,
             epochs: int | None = None, seed: int = 0, log=None) -> list[dict]:
     """One row per method (dicts with method, accuracy, size, size_unit, train_s,
-    predict_ms, detail); the data is loaded once (``cnnlab.data.load_data``).
+    predict_ms, detail; a :class:`Comparison`, shown as a table in Jupyter); the data is
+    loaded once (``cnnlab.data.load_data``).
 
     ``k``: neighbours of k-NN (default 3, or the whole training set when smaller, said
     through ``log``); an explicit ``k`` larger than the training set is refused."""
@@ -139,19 +140,33 @@ def compare(data: str = "digits", methods=None, k: int | None = None,
         else:
             r = _trained_row(m, data, epochs, seed)
         rows.append({"method": m, "data": d.name, **r})
-    return rows
+    return Comparison(rows)
+
+
+class Comparison(list):
+    """:func:`compare`'s rows (a list of dicts); Jupyter shows them as the table
+    :func:`format_table` prints, in HTML."""
+
+    def _repr_html_(self) -> str:
+        from cnnlab.notebook import html_table
+
+        head = ["Method", "Test acc", "Size", "Train s", "ms/image", "Detail"]
+        return html_table(head, [_cells(r) for r in self], notes=["Anchors:", *ANCHORS])
+
+
+def _cells(r: dict) -> list[str]:
+    """One row's cells as :func:`format_table` prints them."""
+    size = (f"{r['size'] / 2**20:,.1f} MiB stored" if r["size_unit"] == "bytes stored"
+            else f"{r['size']:,} params")
+    return [r["method"], f"{r['accuracy']:.2%}", size, f"{r['train_s']:.1f}",
+            f"{r['predict_ms']:.3f}", r["detail"]]
 
 
 def format_table(rows: list[dict]) -> str:
-    def size(r):
-        if r["size_unit"] == "bytes stored":
-            return f"{r['size'] / 2**20:,.1f} MiB stored"
-        return f"{r['size']:,} params"
-
     head = f"{'Method':<10} {'Test acc':>8}  {'Size':>20}  {'Train s':>8}  {'ms/image':>8}  Detail"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:<10} {r['accuracy']:>8.2%}  {size(r):>20}  {r['train_s']:>8.1f}  "
-                     f"{r['predict_ms']:>8.3f}  {r['detail']}")
+        m, acc, size, train_s, ms, detail = _cells(r)
+        lines.append(f"{m:<10} {acc:>8}  {size:>20}  {train_s:>8}  {ms:>8}  {detail}")
     lines += ["", "Anchors:", *[f"  {a}" for a in ANCHORS]]
     return "\n".join(lines)

@@ -276,9 +276,23 @@ def _check_options(topic: str, given: dict) -> None:
                          f"{uses if uses else 'no options'}).")
 
 
+def _shown_as_tables(fn):
+    """``fn``'s text as :class:`cnnlab.notebook.Text`: a str that Jupyter shows with its
+    matrices as HTML tables."""
+    import functools
+
+    @functools.wraps(fn)
+    def text(*args, **kwargs):
+        from cnnlab.notebook import Text
+
+        return Text(fn(*args, **kwargs))
+    return text
+
+
+@_shown_as_tables
 def explain(topic: str, input: str | None = None, kernel: str | None = None,
             stride: int | None = None, padding: int | None = None) -> str:
-    """The worked example of `topic` as text.
+    """The worked example of `topic` as text (in Jupyter, its matrices as tables).
 
     Args:
         topic: one of :data:`TOPICS`.

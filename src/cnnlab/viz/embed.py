@@ -239,3 +239,8 @@ def retrieval_figure(q_imgs, feat_imgs, pix_imgs, q_labels, feat_labels, pix_lab
                  f"precision@{k} over the test set: features {p_feat:.1%}, pixels {p_pix:.1%}"
                  + ("; red: another class" if q_labels is not None else ""), fontsize=9)
     return save_figure(fig, out)
+
+
+from cnnlab.viz import callable_module  # noqa: E402
+
+callable_module(__name__)  # `cnnlab.viz.embed(...)` draws the picture (cnnlab.viz)

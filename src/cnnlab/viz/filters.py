@@ -177,3 +177,8 @@ def templates_figure(templates: np.ndarray, classes: list[str], corr: dict | Non
     note = "; r: correlation with the class's mean image minus the mean of all" if corr else ""
     fig.suptitle(f"{title}\n{scale}{note}", fontsize=9)
     return save_figure(fig, out)
+
+
+from cnnlab.viz import callable_module  # noqa: E402
+
+callable_module(__name__)  # `cnnlab.viz.filters(...)` draws the picture (cnnlab.viz)

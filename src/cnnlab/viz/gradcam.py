@@ -121,7 +121,7 @@ class GradCAM:
 
     def maps_and_grads(self, x: torch.Tensor, target=None):
         """(A (N, K, h, w), dy_c/dA, classes (N,), logits (N, classes)), all detached."""
-        from cnnlab.train import split_output
+        from cnnlab.training.evaluation import split_output
 
         if self._handle is None:
             raise RuntimeError("GradCAM must be used inside a `with` block")
@@ -274,3 +274,8 @@ def gradcam(model_or_run, images, target=None, layer: str | None = None,
         target = class_targets(target, classes)
     cam, cls, used = grad_cam(model, x, target, layer, plus_plus=method == "gradcam++")
     return CAM(np.asarray(cam), np.asarray(cls), used)
+
+
+from cnnlab.viz import callable_module  # noqa: E402
+
+callable_module(__name__)  # `cnnlab.viz.gradcam(...)` draws the picture (cnnlab.viz)

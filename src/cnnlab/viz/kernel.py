@@ -188,3 +188,8 @@ def _draw_kernel(ax, w: np.ndarray, name: str) -> None:
     shape = f"1x1x{w.shape[0]} (R, G, B)" if w.shape[1:] == (1, 1) and w.shape[0] == 3 \
         else f"{k.shape[0]}x{k.shape[1]}"
     ax.set_title(f"kernel {name}\n{shape}", fontsize=10)
+
+
+from cnnlab.viz import callable_module  # noqa: E402
+
+callable_module(__name__)  # `cnnlab.viz.kernel(...)` draws the picture (cnnlab.viz)

@@ -1,19 +1,42 @@
-"""One call per kind of picture: compute, write the PNG at ``out``, return the numbers behind
-it as a JSON-able dict (what ``cnnlab viz KIND --json`` prints). The CLI calls these.
+"""One call per kind of picture: compute, draw, write the PNG at ``out`` (none when ``out`` is
+None), return the numbers behind it as a JSON-able dict (what ``cnnlab viz KIND --json``
+prints) whose ``.figure`` is the matplotlib figure. The CLI calls these; ``cnnlab.viz.KIND``
+returns the figure itself (:mod:`cnnlab.viz`).
 
     >>> from cnnlab.viz import pictures
-    >>> pictures.gradcam("runs/lenet5-mnist", out="gradcam.png", n=6)["layer"]
-    'features.3'
+    >>> r = pictures.gradcam("runs/lenet5-mnist", out="gradcam.png", n=6)
+    >>> r["layer"], type(r.figure).__name__
+    ('features.3', 'NotebookFigure')
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from cnnlab.errors import UserError
 from cnnlab.viz import common
+
+
+class Picture(dict):
+    """The numbers behind a picture (a JSON-able dict, ``"out"`` the PNG written or None);
+    ``.figure``: the matplotlib figure (its ``.numbers`` is this dict)."""
+
+    figure = None
+
+
+def _done(fig, out, numbers: dict) -> Picture:
+    """Write ``fig`` at ``out`` when given (at the dpi its figure function chose), keep it
+    open, and return its numbers with it."""
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, bbox_inches="tight", facecolor="white")
+    r = Picture({"out": None if out is None else str(out), **numbers})
+    r.figure, fig.numbers = fig, dict(r)
+    return r
 
 
 def say(message: str) -> None:
@@ -57,8 +80,7 @@ def kernel(image="china", kernel="edge", stride=1, padding=0, out="viz-kernel.pn
     from cnnlab.viz.kernel import apply_kernel, kernel_figure
 
     r = apply_kernel(image, kernel, stride, padding)
-    kernel_figure(r, out)
-    return {"out": str(out), **r.to_dict()}
+    return _done(kernel_figure(r, None), out, r.to_dict())
 
 
 def filters(checkpoint, layer=None, n=64, out="viz-filters.png") -> dict:
@@ -66,10 +88,10 @@ def filters(checkpoint, layer=None, n=64, out="viz-filters.png") -> dict:
 
     model, _ = common.load_checkpoint_model(checkpoint)
     w, name = conv_filters(model, layer)
-    filters_figure(w, name, out, max_filters=n)
+    fig = filters_figure(w, name, None, max_filters=n)
     norms = np.sqrt((w.reshape(len(w), -1) ** 2).sum(1))
-    return {"out": str(out), "layer": name, "shape": list(w.shape),
-            "filter_l2_norms": norms.round(5).tolist()}
+    return _done(fig, out, {"layer": name, "shape": list(w.shape),
+                            "filter_l2_norms": norms.round(5).tolist()})
 
 
 def activations(checkpoint, image=None, index=0, layers=None, channels=8, data=None,
@@ -92,14 +114,15 @@ def activations(checkpoint, image=None, index=0, layers=None, channels=8, data=N
     cls = meta["classes"]
     p = probs[0].numpy()
     src = image or f"test image {index} (true class {cls[label]})"
-    activations_figure(raw[0], acts, p, cls, out, channels,
+    fig = activations_figure(raw[0], acts, p, cls, None, channels,
                        f"Activation maps of {meta['model']} for {src}: first {channels} "
                        f"channels per stage; viridis, one scale per row [min, max]", kinds)
-    return {"out": str(out), "image": src, "predicted": cls[int(p.argmax())],
-            "probabilities": dict(zip(cls, p.round(5).tolist())),
-            "layers": [{"name": n, "type": kinds[n], "shape": list(t.shape[1:]),
-                        "min": float(t.min()), "max": float(t.max()),
-                        "mean": float(t.float().mean())} for n, t in acts.items()]}
+    return _done(fig, out, {
+        "image": src, "predicted": cls[int(p.argmax())],
+        "probabilities": dict(zip(cls, p.round(5).tolist())),
+        "layers": [{"name": n, "type": kinds[n], "shape": list(t.shape[1:]),
+                    "min": float(t.min()), "max": float(t.max()),
+                    "mean": float(t.float().mean())} for n, t in acts.items()]})
 
 
 def gradcam(checkpoint, images=None, n=None, target=None, layer=None, methods=("gradcam",),
@@ -117,13 +140,14 @@ def gradcam(checkpoint, images=None, n=None, target=None, layer=None, methods=("
     for m in methods:
         maps[m], cls = attribute(model, x, m, target, layer)
     used = layer or (find_cam_layer(model, x) if any("gradcam" in m for m in methods) else "")
-    gradcam_figure(raw, maps, meta["classes"], cls, probs.numpy(), labels, used, out)
-    return {"out": str(out), "layer": used, "methods": list(methods),
-            "target_classes": [meta["classes"][c] for c in cls],
-            "probabilities": [float(probs[i, c]) for i, c in enumerate(cls)],
-            "true_classes": None if labels is None else [meta["classes"][c] for c in labels],
-            "peak_yx": {m: [list(np.unravel_index(int(a.argmax()), a.shape)) for a in v]
-                        for m, v in maps.items()}}
+    fig = gradcam_figure(raw, maps, meta["classes"], cls, probs.numpy(), labels, used, None)
+    return _done(fig, out, {
+        "layer": used, "methods": list(methods),
+        "target_classes": [meta["classes"][c] for c in cls],
+        "probabilities": [float(probs[i, c]) for i, c in enumerate(cls)],
+        "true_classes": None if labels is None else [meta["classes"][c] for c in labels],
+        "peak_yx": {m: [list(np.unravel_index(int(a.argmax()), a.shape)) for a in v]
+                    for m, v in maps.items()}})
 
 
 def top_patches(checkpoint, layer=None, channels=None, n=8, images=None, data=None, seed=0,
@@ -138,13 +162,13 @@ def top_patches(checkpoint, layer=None, channels=None, n=8, images=None, data=No
     raw = d.images[idx]
     name = layer or find_cam_layer(model, common.normalize(raw[:1], meta["input"]))
     r = compute(model, raw, common.normalize(raw, meta["input"]), name, channels, n)
-    patches_figure(r, out)
+    fig = patches_figure(r, None)
     g = r["geometry"]
-    return {"out": str(out), "layer": name, "receptive_field": list(g["rf"]),
+    return _done(fig, out, {"layer": name, "receptive_field": list(g["rf"]),
             "jump": list(g["jump"]), "offset": [float(v) for v in g["offset"]],
             "channels": [{"channel": c["channel"], "values": c["values"],
                           "test_indices": [int(idx[i]) for i in c["images"]],
-                          "positions": c["positions"]} for c in r["channels"]]}
+                          "positions": c["positions"]} for c in r["channels"]]})
 
 
 def templates(checkpoint, data=None, out="viz-templates.png") -> dict:
@@ -161,11 +185,11 @@ def templates(checkpoint, data=None, out="viz-templates.png") -> dict:
     c = template_correlations(t, norm(means), norm(mu[None])[0])
     kind = "linear classifier: rows of fc.weight" if hasattr(model, "fc") else \
         "MLP: mean input gradient of each class score"
-    templates_figure(t, meta["classes"], c, out, f"Class templates of the {kind}")
-    return {"out": str(out), "kind": kind, "classes": meta["classes"],
-            "correlation_with_class_mean": c["raw"],
-            "correlation_with_centred_class_mean": c["centred"],
-            "own_class_best": c["own_class_best"]}
+    fig = templates_figure(t, meta["classes"], c, None, f"Class templates of the {kind}")
+    return _done(fig, out, {"kind": kind, "classes": meta["classes"],
+                            "correlation_with_class_mean": c["raw"],
+                            "correlation_with_centred_class_mean": c["centred"],
+                            "own_class_best": c["own_class_best"]})
 
 
 def embed(checkpoint, method="tsne", n=None, layer=None, pixels=True, thumbnails=False, k=5,
@@ -179,10 +203,12 @@ def embed(checkpoint, method="tsne", n=None, layer=None, pixels=True, thumbnails
     idx = _pick(len(d), n, seed)
     x, y = common.normalize(d.images[idx], meta["input"]), d.labels[idx]
     r = embed_dataset(model, x, y, method, layer, pixels, k, seed, say=say)
-    embed_figure(r, y, meta["classes"], method, out, k, d.images[idx] if thumbnails else None)
-    return {"out": str(out), "method": method, "images": int(n), "k": k,
-            **{name: {"what": v["what"], "dims": v["dims"], "knn_accuracy": v["knn_accuracy"],
-                      "seconds": round(v["seconds"], 3)} for name, v in r.items()}}
+    fig = embed_figure(r, y, meta["classes"], method, None, k,
+                       d.images[idx] if thumbnails else None)
+    return _done(fig, out, {
+        "method": method, "images": int(n), "k": k,
+        **{name: {"what": v["what"], "dims": v["dims"], "knn_accuracy": v["knn_accuracy"],
+                  "seconds": round(v["seconds"], 3)} for name, v in r.items()}})
 
 
 def retrieve(checkpoint, images=None, k=None, queries=None, gallery=None, layer=None,
@@ -213,33 +239,35 @@ def retrieve(checkpoint, images=None, k=None, queries=None, gallery=None, layer=
     pix = lambda x: x.flatten(1).numpy()  # noqa: E731
     nf, npx = nearest(fq, fg, k), nearest(pix(xq), pix(xg), k)
     pf, pp = precision_at_k(yq, yg, nf), precision_at_k(yq, yg, npx)
-    result = {"out": str(out), "k": k, "features": what, "queries": len(test),
-              "gallery": len(gi), "precision_at_k_features": pf, "precision_at_k_pixels": pp}
+    result = {"k": k, "features": what, "queries": len(test), "gallery": len(gi),
+              "precision_at_k_features": pf, "precision_at_k_pixels": pp}
     if images:  # the user's own queries: no class to check, their neighbours' classes shown
         q_raw = common.load_images(list(images), spec)
         xu = common.normalize(q_raw, spec)
         uf, up = nearest(features(model, xu, layer)[0], fg, k), nearest(pix(xu), pix(xg), k)
         names = [str(p) for p in images]
-        retrieval_figure(q_raw, train.images[gi][uf], train.images[gi][up], None, yg[uf],
-                         yg[up], meta["classes"], out, pf, pp, k, q_titles=names)
+        fig = retrieval_figure(q_raw, train.images[gi][uf], train.images[gi][up], None,
+                               yg[uf], yg[up], meta["classes"], None, pf, pp, k,
+                               q_titles=names)
         cls = meta["classes"]
         result["query_images"] = [{"image": n, "features": [cls[c] for c in yg[uf[i]]],
                                    "pixels": [cls[c] for c in yg[up[i]]]}
                                   for i, n in enumerate(names)]
-        return result
+        return _done(fig, out, result)
     qi = _pick(len(test), nq, seed + 1)
-    retrieval_figure(test.images[qi], train.images[gi][nf[qi]], train.images[gi][npx[qi]],
-                     yq[qi], yg[nf[qi]], yg[npx[qi]], meta["classes"], out, pf, pp, k)
-    return result
+    fig = retrieval_figure(test.images[qi], train.images[gi][nf[qi]],
+                           train.images[gi][npx[qi]], yq[qi], yg[nf[qi]], yg[npx[qi]],
+                           meta["classes"], None, pf, pp, k)
+    return _done(fig, out, result)
 
 
 def curves(run_dirs, out="viz-curves.png") -> dict:
     from cnnlab.viz.runs import curves_figure, read_curves
 
     c = read_curves(run_dirs)
-    curves_figure(c, out)
-    return {"out": str(out), "runs": {r: {k: [None if np.isnan(v) else v for v in vals]
-                                          for k, vals in cols.items()} for r, cols in c.items()}}
+    return _done(curves_figure(c, None), out, {
+        "runs": {r: {k: [None if np.isnan(v) else v for v in vals] for k, vals in cols.items()}
+                 for r, cols in c.items()}})
 
 
 def confusion(checkpoint, data=None, out="viz-confusion.png") -> dict:
@@ -247,9 +275,9 @@ def confusion(checkpoint, data=None, out="viz-confusion.png") -> dict:
 
     pred = predictions(checkpoint, data)
     cm = cm_of(pred)
-    confusion_figure(cm, pred["classes"], out)
-    return {"out": str(out), "classes": pred["classes"], "confusion": cm.tolist(),
-            "accuracy": float(np.trace(cm) / max(cm.sum(), 1))}
+    return _done(confusion_figure(cm, pred["classes"], None), out, {
+        "classes": pred["classes"], "confusion": cm.tolist(),
+        "accuracy": float(np.trace(cm) / max(cm.sum(), 1))})
 
 
 def mistakes(checkpoint, n=16, data=None, out="viz-mistakes.png") -> dict:
@@ -259,12 +287,12 @@ def mistakes(checkpoint, n=16, data=None, out="viz-mistakes.png") -> dict:
         raise UserError(f"--n {n}: expected 1 or more")
     pred = predictions(checkpoint, data)
     m = most_confident_mistakes(pred, n)
-    mistakes_figure(pred, m, out)
+    fig = mistakes_figure(pred, m, None)
     cls = pred["classes"]
-    return {"out": str(out), "mistakes": [{**e, "true": cls[e["true"]], "pred": cls[e["pred"]]}
-                                          for e in m]}
+    return _done(fig, out, {"mistakes": [{**e, "true": cls[e["true"]], "pred": cls[e["pred"]]}
+                                         for e in m]})
 
 
-KINDS = ("kernel", "filters", "activations", "top-patches", "gradcam", "templates", "embed",
-         "retrieve", "curves", "confusion", "mistakes")
+from cnnlab.viz import KINDS  # noqa: E402 - the kinds are listed once, in the package
+
 __all__ = ["KINDS", *[k.replace("-", "_") for k in KINDS]]
