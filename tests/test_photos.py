@@ -226,3 +226,28 @@ def test_a_batch_larger_than_a_tiny_training_set_is_clamped_with_a_note(tmp_path
     assert "--batch-size 64: the training set has 6 images; using 6" in err
     # same-size 64x48 photos: LeNet-5 takes only 32 (or 28): read at its size, and said
     assert "--model lenet5 takes 32x32 images, the data are 64x48: every image resized" in err
+
+
+def test_viz_takes_model_name_pretrained_like_predict(tmp_path, monkeypatch):
+    """`cnnlab viz filters|gradcam --model NAME --pretrained`: the ImageNet network (here
+    resnet18 with weights served from the test's own cache file, as test_pretrained does)."""
+    import torch
+
+    import cnnlab.pretrained as pre
+    from cnnlab.registry import get_model
+
+    ws = pre.weight_set("resnet18")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    path = pre.cached_path(ws)
+    path.parent.mkdir(parents=True)
+    torch.save(get_model("resnet18", num_classes=1000).state_dict(), path)
+    monkeypatch.setattr(pre, "_check_hash", lambda *a, **k: None)  # a locally made file
+    photo = save_photo(draw_photo("circles", 640, 480, np.random.default_rng(0)),
+                       tmp_path / "p.jpg")
+    assert main(["viz", "filters", "--model", "resnet18", "--pretrained", "--out",
+                 str(tmp_path / "f.png")]) == 0
+    assert main(["viz", "gradcam", "--model", "resnet18", "--pretrained", str(photo),
+                 "--out", str(tmp_path / "g.png"), "--json"]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "g.png").exists()
+    assert main(["viz", "gradcam", "--model", "resnet18", "--pretrained", "--out",
+                 str(tmp_path / "h.png")]) == 2  # no images of its own: asked for

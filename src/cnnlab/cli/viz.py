@@ -112,14 +112,14 @@ def _register_looking(kinds) -> None:
     _common(p, "kernel", data=False)
 
     p = add_command(kinds, "filters", HELP["filters"], EXAMPLES["filters"], _run("filters"))
-    p.add_argument("checkpoint", help=ck)
+    _checkpoint_or_pretrained(p)
     p.add_argument("--layer", help="a conv layer (default: the first)")
     p.add_argument("--n", type=int, default=64, help="at most this many filters (default 64)")
     _common(p, "filters", data=False)
 
     p = add_command(kinds, "activations", HELP["activations"], EXAMPLES["activations"],
                     _run("activations"))
-    p.add_argument("checkpoint", help=ck)
+    _checkpoint_or_pretrained(p)
     p.add_argument("image", nargs="?", help="an image file (default: a test image, --index)")
     p.add_argument("--index", type=int, default=0, help="test image index (default 0)")
     p.add_argument("--layers", help="comma-separated layer names (default: every stage)")
@@ -137,7 +137,7 @@ def _register_looking(kinds) -> None:
     _common(p, "top-patches")
 
     p = add_command(kinds, "gradcam", HELP["gradcam"], EXAMPLES["gradcam"], _run("gradcam"))
-    p.add_argument("checkpoint", help=ck)
+    _checkpoint_or_pretrained(p)
     p.add_argument("images", nargs="*", help="image files (default: --n test images)")
     p.add_argument("--n", type=int, help="test images when no file is given (default 6, or all "
                                          "when the test set is smaller)")
@@ -148,6 +148,44 @@ def _register_looking(kinds) -> None:
     p.add_argument("--methods", default="gradcam", help="comma-separated: gradcam, gradcam++, "
                    "guided-gradcam, saliency, integrated-gradients, occlusion (default gradcam)")
     _common(p, "gradcam")
+
+
+def _checkpoint_or_pretrained(p) -> None:
+    """The checkpoint, or ``--model NAME --pretrained [WEIGHTS]`` (ImageNet weights; then
+    every positional is an image file)."""
+    p.add_argument("checkpoint", nargs="?", help=CK + " (or --model NAME --pretrained)")
+    p.add_argument("--model", metavar="NAME", help="a zoo model with ImageNet weights, with "
+                                                   "--pretrained (see `cnnlab models "
+                                                   "--pretrained`)")
+    p.add_argument("--pretrained", nargs="?", const="default", metavar="WEIGHTS",
+                   help="torchvision's ImageNet weights of --model: the default set or WEIGHTS")
+
+
+def _pretrained_ref(a) -> None:
+    """``--model NAME --pretrained`` -> ``a.checkpoint = "pretrained:NAME[:WEIGHTS]"``; the
+    positional read as a checkpoint is then the first image."""
+    if not (getattr(a, "model", None) or getattr(a, "pretrained", None)):
+        if a.checkpoint is None:
+            raise UserError("expected a checkpoint or run directory (or --model NAME "
+                            "--pretrained)")
+        return
+    if not (a.model and a.pretrained):
+        raise UserError(f"--model {a.model} --pretrained {a.pretrained}: give both (e.g. "
+                        f"--model resnet18 --pretrained)")
+    from pathlib import Path
+
+    first = [a.checkpoint] if a.checkpoint else []
+    if Path(a.pretrained).exists() or "." in a.pretrained:  # `--pretrained photo.jpg`: an
+        first, a.pretrained = [a.pretrained, *first], "default"  # image, the default set
+    if hasattr(a, "images"):
+        a.images, first = first + list(a.images or []), []
+    elif hasattr(a, "image") and first:
+        a.image, first = first[0], []
+    if first:
+        raise UserError(f"{first[0]}: with --model {a.model} --pretrained no checkpoint is "
+                        f"given")
+    weights = "" if a.pretrained == "default" else f":{a.pretrained}"
+    a.checkpoint = f"pretrained:{a.model}{weights}"
 
 
 def _register_learned(kinds) -> None:
@@ -229,6 +267,8 @@ def _run(kind: str):
     def cmd(args) -> int:
         from cnnlab.viz import pictures
 
+        if kind in ("filters", "activations", "gradcam"):
+            _pretrained_ref(args)
         r = getattr(pictures, kind.replace("-", "_"))(**_kwargs(kind, args), out=args.out)
         print(json.dumps(r, indent=1, default=_jsonable) if args.json else f"wrote {r['out']}")
         return 0
