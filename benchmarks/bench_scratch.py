@@ -145,7 +145,7 @@ def train_both(data: str, epochs: int, batch: int, lr: float) -> list[str]:
     import json
     import tempfile
 
-    from cnnlab.train import train
+    from cnnlab import train
 
     rows = []
     for engine in ("torch", "numpy"):

@@ -199,11 +199,11 @@ def test_given_normalisation_is_stored_and_bad_values_are_named(tmp_path, capsys
 
 
 def test_computed_normalisation_is_the_exact_per_channel_mean_and_std():
-    from cnnlab.train import _channel_stats
+    from cnnlab.training.setup import channel_stats
 
     x = np.random.default_rng(0).integers(0, 256, (100, 3, 8, 8), dtype=np.uint8)
     x[:, 1] //= 4  # channels with different statistics
-    mean, std = _channel_stats([x[:40], x[40:]], 3)  # chunked as the trainer feeds it
+    mean, std = channel_stats([x[:40], x[40:]], 3)  # chunked as the trainer feeds it
     ref = x.astype(np.float64) / 255
     np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), atol=5e-7)
     np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), atol=5e-7)

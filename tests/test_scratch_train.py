@@ -10,7 +10,7 @@ import torch
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
 from cnnlab.registry import get_model
-from cnnlab.train import train
+from cnnlab import train
 
 
 def test_cli_numpy_engine_run_directory_checkpoint_and_resume(tmp_path, capsys):

@@ -23,13 +23,14 @@ torch nor NumPy-heavy modules.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": ("cnnlab.train", None),  # the module leaves the train function in its place
+    "train": ("cnnlab.training.api", "train"),
     "TrainConfig": ("cnnlab.config", "TrainConfig"),
     "load_model": ("cnnlab.inference", "load_model"),
     "evaluate": ("cnnlab.inference", "evaluate"),
     "predict": ("cnnlab.inference", "predict"),
     "summary": ("cnnlab.analysis", "summary"),
     "gradcam": ("cnnlab.viz.gradcam", "gradcam"),
+    "viz": ("cnnlab.viz", None),  # cnnlab.viz.<kind>(...): each picture as a figure
     "get_model": ("cnnlab.registry", "get_model"),
     "list_models": ("cnnlab.registry", "list_models"),
     "register_model": ("cnnlab.registry", "register_model"),

@@ -208,7 +208,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     check_keys(d, "config")
     d = check_config(d, "config")
     notes = pretrained_recipe(d) if d.get("pretrained") else []
-    if d.get("model_kwargs"):  # against the builder's signature: a typo is an error
+    if d.get("model_kwargs") and ":" not in str(d.get("model", "")):  # against the builder's
+        # signature: a typo is an error (a user's module:Class: checked when it is built)
         from cnnlab.registry import check_model_kwargs
 
         where = ("--model-kwargs" if overrides.get("model_kwargs") is not None
@@ -295,7 +296,8 @@ RANGES = {
 # -- option help: one sentence per TrainConfig field, read by `cnnlab train --help` and by
 # the signature of cnnlab.train (help(cnnlab.train)); beside the ranges below
 HELP = {
-    "model": "registered model name (see `cnnlab models`)",
+    "model": "registered model name (see `cnnlab models`), or a torch.nn.Module class as "
+             "package.module:Class (built as Class(**model_kwargs))",
     "data": "digits (built in), mnist, fashion-mnist, cifar10, cifar100, an image-folder tree "
             "or a .tar.gz of one",
     "engine": "torch, or numpy for the from-scratch engine (cnnlab.scratch)",

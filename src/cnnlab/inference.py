@@ -16,7 +16,8 @@ from cnnlab.errors import UserError
 from cnnlab.registry import check_model_kwargs, get_model
 
 
-def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu"):
+def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu",
+               model=None):
     """Load a trained model: ``cnnlab.load_model`` in the public API.
 
     Args:
@@ -25,6 +26,10 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
         engine: ``"torch"`` (a ``torch.nn.Module``) or ``"numpy"`` (the scratch engine's
             module; same state-dict keys and shapes).
         device: ``"cpu"`` or ``"cuda"`` (torch engine).
+        model: for a run of your own module (its ``model`` is ``"package.module:Class"``):
+            an instance of that class to load the weights into. Without it the class is
+            imported and built as ``Class(**model_kwargs)`` (see
+            :mod:`cnnlab.training.usermodel`), which needs it importable from here.
 
     Returns:
         ``(model, meta)``: the model in eval mode, and the checkpoint's metadata dict
@@ -35,6 +40,11 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
     """
     weights, meta = load_checkpoint(checkpoint)
     path = resolve_checkpoint(checkpoint)
+    if ":" in str(meta.get("model", "")):  # a user's module:Class
+        return _load_user_model(weights, meta, path, engine, device, model), meta
+    if model is not None:
+        raise UserError(f"model=: {path} holds the zoo model {meta.get('model')!r}, built by "
+                        f"name; model= is for runs of your own module class")
     try:
         kw = check_model_kwargs(meta["model"], meta.get("model_kwargs", {}), engine,
                                 where=f"{path}: model_kwargs")
@@ -68,6 +78,32 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
     return model, meta
 
 
+def _load_user_model(weights: dict, meta: dict, path, engine: str, device: str, model):
+    """A run of a user's ``module:Class``: ``model`` (checked to be of that class) or the
+    class imported and built from the checkpoint's ``model_kwargs``, with its weights."""
+    from cnnlab.training import usermodel
+
+    name = meta["model"]
+    if engine != "torch":
+        raise UserError(f"{path}: model {name} is a torch.nn.Module: load it with "
+                        f"engine='torch'")
+    if model is not None:
+        usermodel.check_instance(model, name)
+    else:
+        kw = meta.get("model_kwargs", {})
+        if not isinstance(kw, dict):
+            raise UserError(f"{path}: corrupt checkpoint metadata: model_kwargs is "
+                            f"{type(kw).__name__}, expected a dict")
+        model = usermodel.build(name, kw, f"{path}: model")
+    sd = {k: torch.from_numpy(v) for k, v in weights.items()}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit model {name} "
+                        f"({str(e).splitlines()[0]})") from e
+    return model.to(device).eval()
+
+
 def _num_outputs(meta: dict, engine: str) -> int | None:
     """The model's number of outputs: ``num_classes`` as built (given, or the builder's
     default); None when the builder takes no ``num_classes``."""
@@ -85,7 +121,7 @@ def _num_outputs(meta: dict, engine: str) -> int | None:
 
 
 def _norm(spec: dict, device):
-    from cnnlab.train import normalizer
+    from cnnlab.training.evaluation import normalizer
 
     return normalizer(spec, device)
 
@@ -156,6 +192,9 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
     spec = meta["input"]
     cfg = meta.get("config", {})
     source = data or cfg.get("data", "digits")
+    if source == "<in-memory>":  # cnnlab.data.memory.NAME: the run directory has no copy
+        raise UserError(f"{checkpoint}: the run trained on in-memory arrays, which it does not "
+                        f"keep; pass data= (a dataset name, folder or .tar.gz of test images)")
     if test_split is None:  # ``val_split``: this argument's old name, still accepted
         test_split = val_split
     if test_split is None:
@@ -169,7 +208,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, device: str = "cpu
         raise UserError(f"--data {source}: classes {test.classes} differ from the checkpoint's "
                         f"{meta['classes']}")
     test = fit_split_to_spec(test, meta, source)
-    from cnnlab.train import _streaming, predict_logits, predict_logits_stream, topk_accuracy
+    from cnnlab.training.evaluation import predict_logits, predict_logits_stream, topk_accuracy
+    from cnnlab.training.setup import streaming as _streaming
 
     norm = _norm(spec, device)
     if _streaming(test):  # decoded batch by batch; unreadable files skipped with a warning

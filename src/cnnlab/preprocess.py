@@ -151,7 +151,7 @@ def warn_mismatches(notes: dict, total: int) -> None:
 
 class Normalizer:
     """uint8 ``(N, C, H, W)`` -> float32 ``(x / 255 - mean) / std``, per channel: exactly what
-    training fed the model (:func:`cnnlab.train.normalizer` on the 0-1 scale), the same
+    training fed the model (:func:`cnnlab.training.evaluation.normalizer` on the 0-1 scale), the same
     float32 operations in the same order. Built once per model: at batch 1 the constants'
     set-up would cost as much as the arithmetic."""
 

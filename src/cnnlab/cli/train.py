@@ -93,7 +93,7 @@ _input_size_arg.__name__ = "HxW"
 
 def cmd_train(args) -> int:
     from cnnlab.config import FIELDS, load_yaml, make_config
-    from cnnlab.train import train
+    from cnnlab.training.api import train
 
     overrides = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
     if args.nproc and args.nproc > 1:

@@ -1,16 +1,20 @@
-"""What the lab's experiments share: data subsets in memory, a compact training loop for
-models and data the trainer cannot name, evaluation, and matplotlib set-up.
+"""What the lab's experiments share: data subsets in memory, :func:`fit` (their call into
+the trainer), evaluation, and matplotlib set-up.
 
-Why a loop of its own: :func:`cnnlab.train.train` takes its data as a spec string and its
-model as a registry name, while the experiments train small networks defined in their own
-modules on in-memory subsets and perturbed copies (shifted, rescaled, 10% subsets). The loop
-uses the trainer's parts (``cnnlab.optim.SGD`` with torch's update rule, the one-cycle
-schedule, ``cnnlab.transforms`` augmentation) so numbers are comparable with ``cnnlab train``.
+The experiments train small networks defined in their own modules on in-memory subsets and
+perturbed copies (shifted, rescaled, 10% subsets): :func:`cnnlab.train` takes both (an
+``nn.Module`` and uint8 arrays), so there is one training loop and the lab's numbers come
+from the same optimiser, schedule, augmentation and normalisation as ``cnnlab train``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -43,84 +47,89 @@ def subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int = 0)
     return images[idx], labels[idx]
 
 
-def onecycle(t: float) -> float:
-    """The trainer's one-cycle factor at fraction ``t`` of training: linear warm-up over
-    25%, linear decay to zero (Smith 2018)."""
-    return t / 0.25 if t < 0.25 else max(0.0, (1 - t) / 0.75)
-
-
 def fit(model, xtr, ytr, xte, yte, *, epochs: int, lr: float, seed: int = 0,
         batch_size: int = 64, weight_decay: float = 5e-4, momentum: float = 0.9,
         prep=None, augment: str = "none", schedule: str = "onecycle",
         eval_train: bool = False, threads: int | None = None, log=None) -> dict:
-    """Train ``model`` with SGD (Nesterov) on uint8 tensors ``xtr (N, C, H, W)``, ``ytr (N,)``.
+    """Train ``model`` in place with :func:`cnnlab.train` (SGD, Nesterov when ``momentum``,
+    no validation split: the test set is evaluated after every epoch, as the experiments
+    plot it) on uint8 tensors ``xtr (N, C, H, W)``, ``ytr (N,)``, in a temporary run directory.
 
-    ``prep(x)``: float images in [0, 1] -> network input (default: x). ``augment``: a
-    ``--augment`` spec applied to the [0, 1] images before ``prep``. Returns a dict with
-    per-epoch lists ``train_loss``, ``train_acc`` (running, over the epoch), ``test_acc``,
-    ``train_eval_acc`` (clean pass over the training set, if ``eval_train``), ``seconds``,
-    and ``diverged`` (True when the loss became NaN/inf: training stops there). ``log(msg)``,
-    if given, gets one progress line per epoch.
+    ``prep(x)``: float images in [0, 1] -> network input (default: x); one made by
+    :func:`standardizer` becomes the trainer's ``normalize``, any other is applied by a
+    wrapper module in front of ``model``. ``augment``: a ``--augment`` spec. Returns a dict
+    with per-epoch lists ``train_loss``, ``train_acc`` (running, over the epoch), ``test_acc``
+    (the run's metrics rows), ``train_eval_acc`` (clean pass over the training set, if
+    ``eval_train``), ``seconds``, and ``diverged`` (True when the loss became NaN/inf: the
+    trainer stops there). ``log(msg)``, if given, gets one progress line per epoch.
     """
-    import torch
-    import torch.nn.functional as F
+    import tempfile
 
-    from cnnlab import optim
-    from cnnlab.transforms import parse_augment
+    from cnnlab.errors import TrainingError
+    from cnnlab.training.api import train
 
-    if threads:
-        torch.set_num_threads(threads)
-    prep = prep or (lambda x: x)
-    aug = parse_augment(augment)
-    torch.manual_seed(seed)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    opt = optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                     {"params": rest, "weight_decay": 0.0}], lr=lr, momentum=momentum,
-                    nesterov=momentum > 0)
-    n = len(ytr)
-    steps = (n + batch_size - 1) // batch_size
-    total = steps * epochs
+    normalize = getattr(prep, "normalize", None) if prep is not None else "none"
+    net = model if normalize is not None else Prepped(model, prep)  # the wrapper preps
+    normalize = normalize or "none"
     hist = {"train_loss": [], "train_acc": [], "test_acc": [], "train_eval_acc": [],
             "seconds": 0.0, "diverged": False}
     t0 = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        loss_sum, correct = 0.0, 0
-        for s in range(steps):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
-            x = xtr[idx].float().div_(255)
-            if aug:
-                x = aug(x, generator=g)
-            x, y = prep(x), ytr[idx]
-            f = onecycle((epoch * steps + s) / total) if schedule == "onecycle" else 1.0
-            for group in opt.param_groups:
-                group["lr"] = lr * f
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                hist["diverged"] = True
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-        if hist["diverged"]:
-            break
-        hist["train_loss"].append(loss_sum / n)
-        hist["train_acc"].append(correct / n)
-        hist["test_acc"].append(accuracy(model, xte, yte, prep))
+
+    def on_epoch(row: dict) -> None:
         if eval_train:
             hist["train_eval_acc"].append(accuracy(model, xtr, ytr, prep))
         if log is not None:
-            log(f"  epoch {epoch + 1}/{epochs}: loss {hist['train_loss'][-1]:.4f}, train "
-                f"{100 * hist['train_acc'][-1]:.1f}%, test {100 * hist['test_acc'][-1]:.1f}% "
+            log(f"  epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train "
+                f"{100 * row['train_acc']:.1f}%, test {100 * row['test_acc']:.1f}% "
                 f"({time.perf_counter() - t0:.0f} s)")
+
+    data = ((xtr.numpy(), ytr.numpy()), (xte.numpy(), yte.numpy()))
+    with tempfile.TemporaryDirectory(prefix="cnnlab-lab-") as tmp, _without_notes():
+        try:
+            train(model=net, data=data, out=f"{tmp}/run", epochs=epochs, lr=lr, seed=seed,
+                  batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
+                  nesterov=momentum > 0, augment=augment, schedule=schedule,
+                  normalize=normalize, val_split=0.0, threads=threads, device="cpu",
+                  progress="none", on_epoch=on_epoch)
+        except TrainingError:  # a non-finite loss: the run stops, as the experiments record
+            hist["diverged"] = True
+        metrics = Path(tmp) / "run" / "metrics.jsonl"  # the run's record, one row per epoch
+        rows = [json.loads(r) for r in metrics.read_text().splitlines()] if metrics.exists() else []
+    for key in ("train_loss", "train_acc", "test_acc"):
+        hist[key] = [r[key] for r in rows]
     hist["seconds"] = time.perf_counter() - t0
     return hist
+
+
+@contextlib.contextmanager
+def _without_notes():
+    """Hold back the trainer's one-line notes that say the run's arrays are not kept and its
+    module cannot be rebuilt from the run: true of every lab run, which keeps neither. Any
+    other line (a warning) is passed on to stderr."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        rest = [ln for ln in buf.getvalue().splitlines(keepends=True)
+                if not (ln.startswith("data: in-memory arrays (") or (
+                    ln.startswith("model ") and "will need the class" in ln))]
+        sys.stderr.write("".join(rest))
+
+
+def Prepped(model, prep):
+    """``model`` behind ``prep`` (a callable on [0, 1] images), as one module to train."""
+    import torch
+
+    class _Prepped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(prep(x))
+
+    return _Prepped()
 
 
 def predict(model, x, prep=None, batch_size: int = 1000):
@@ -144,10 +153,18 @@ def accuracy(model, x, y, prep=None) -> float:
 def standardizer(xtr):
     """``prep`` subtracting the training set's per-channel mean and dividing by its std
     (on the [0, 1] scale), as ``cnnlab train`` does by default."""
-    x = xtr.float().div(255)
-    mean = x.mean((0, 2, 3), keepdim=True)
-    std = x.std((0, 2, 3), keepdim=True)
-    return lambda v: (v - mean) / std
+    import torch
+
+    from cnnlab.training.setup import channel_stats
+
+    m, s = channel_stats([xtr.numpy()], xtr.shape[1])  # exactly the trainer's statistics
+    mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in (m, s))
+
+    def prep(v):
+        return (v - mean) / std
+
+    prep.normalize = f"{','.join(map(str, m))}/{','.join(map(str, s))}"  # fit's --normalize
+    return prep
 
 
 def count_params(model) -> int:
@@ -170,8 +187,6 @@ def dataset(kind: str) -> str:
     """A loadable spec for ``digits``, ``mnist`` or ``cifar10``: the team's archives beside
     the repository (``../shared/datasets/<kind>.tar.gz``) when present, else the canonical
     name (read from ``$CNNLAB_CACHE/datasets``, downloaded when online)."""
-    from pathlib import Path
-
     if kind == "digits":
         return kind
     for root in (Path.cwd(), Path(__file__).resolve().parents[3]):

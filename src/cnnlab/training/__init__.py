@@ -1,7 +1,10 @@
 """Training, laid out as named pieces (both engines share all but forward/backward/update):
 
-- :mod:`~cnnlab.training.loop`: ``train()``: prepare, then per epoch train / evaluate /
-  checkpoint / log, then test the chosen checkpoint once;
+- :mod:`~cnnlab.training.api`: ``train()``, the public function (``cnnlab.train``): a zoo
+  name or any ``nn.Module`` (:mod:`~cnnlab.training.usermodel`), a data spec or arrays
+  (:mod:`cnnlab.data.memory`), made ready for the loop by :mod:`~cnnlab.training.given`;
+- :mod:`~cnnlab.training.loop`: prepare, then per epoch train / evaluate / checkpoint / log,
+  then test the chosen checkpoint once;
 - :mod:`~cnnlab.training.setup`: device, processes, threads, data and validation split,
   input spec, model arguments;
 - :mod:`~cnnlab.training.objectives`: the loss as a weighted sum of terms (cross-entropy with
@@ -15,6 +18,6 @@
   and ``--teacher``.
 """
 
-from cnnlab.training.loop import train
+from cnnlab.training.api import train
 
 __all__ = ["train"]

@@ -27,6 +27,10 @@ class NumpyEngine:
     sync_every = 1
 
     def __init__(self, cfg):
+        if ":" in cfg.model:  # a user's module:Class
+            raise UserError(f"--engine numpy: model {cfg.model} is a torch.nn.Module; it trains "
+                            f"with engine='torch' (the NumPy engine runs the zoo's twins: "
+                            f"{', '.join(list_models(engine='numpy'))})")
         if "numpy" not in model_info(cfg.model).engines:
             raise UserError(f"--engine numpy: model {cfg.model!r} has no NumPy twin; available: "
                             f"{', '.join(list_models(engine='numpy'))}")
@@ -39,7 +43,7 @@ class NumpyEngine:
         self._torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
 
-    def build(self, mkw: dict, spec: dict) -> None:
+    def build(self, mkw: dict, spec: dict, module=None) -> None:
         nn.manual_seed(self.cfg.seed)
         self.mkw = mkw
         self.model = get_model(self.cfg.model, engine="numpy", **mkw)

@@ -17,7 +17,7 @@ from cnnlab import optim
 from cnnlab.errors import UserError
 from cnnlab.registry import get_model
 from cnnlab.training import evaluation as E
-from cnnlab.training import finetune, schedule
+from cnnlab.training import finetune, schedule, usermodel
 from cnnlab.training.checkpointing import rng_state
 from cnnlab.training.objectives import Batch
 from cnnlab.training.setup import choose_threads, init_distributed, resolve_device, streaming
@@ -44,9 +44,14 @@ class TorchEngine:
         self.frozen: set[str] = set()
 
     # ------------------------------------------------------------------ model and optimiser
-    def build(self, mkw: dict, spec: dict) -> None:
+    def build(self, mkw: dict, spec: dict, module: nn.Module | None = None) -> None:
+        """The model: ``module`` (a user's instance, trained in place), else ``cfg.model``
+        built from ``mkw`` (a zoo name, or a user's ``module:Class``)."""
         torch.manual_seed(self.cfg.seed)
-        self.model = get_model(self.cfg.model, **mkw).to(self.device).to(memory_format=self.memfmt)
+        if module is None:
+            module = (usermodel.build(self.cfg.model, mkw, "--model")
+                      if usermodel.is_path(self.cfg.model) else get_model(self.cfg.model, **mkw))
+        self.model = module.to(self.device).to(memory_format=self.memfmt)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.threads = choose_threads(self.cfg.threads, n_params, self.dist.world)
         if self.device.type == "cpu":

@@ -34,7 +34,11 @@ class Progress:
     on the terminal, each epoch's line still goes to a stdout that is not a terminal)."""
 
     def __init__(self, mode: str, main: bool, epochs: int, tag: str = ""):
-        self.mode = mode if mode != "auto" else ("bar" if sys.stderr.isatty() else "lines")
+        if mode == "auto":  # a bar on a terminal and in Jupyter (tqdm.auto: its widget)
+            from cnnlab.notebook import in_notebook
+
+            mode = "bar" if sys.stderr.isatty() or in_notebook() else "lines"
+        self.mode = mode
         self.show = main and self.mode != "none"
         self.epochs, self.tag, self.bar = epochs, tag, None
 

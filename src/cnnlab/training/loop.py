@@ -23,9 +23,11 @@ from cnnlab.run import RunDir
 from cnnlab.training import checkpointing as C
 from cnnlab.training import finetune, log
 from cnnlab.training.evaluation import metrics
+from cnnlab.training.given import Given, given_data, given_module
 from cnnlab.training.objectives import build_objective
 from cnnlab.training.schedule import lr_factor
 from cnnlab.training.setup import build_model, input_spec, load_training_data, model_kwargs_for
+from cnnlab.training.usermodel import is_path, short_name
 
 ENGINES = ("torch", "numpy")
 
@@ -62,16 +64,21 @@ class Setup:
     row: dict = field(default_factory=dict)  # the last epoch's metrics
     tb: object = None  # TensorBoard writer, if asked for
     t_start: float = 0.0
+    on_epoch: object = None  # Given.on_epoch
 
 
-def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **overrides) -> dict:
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None,
+          given: Given | None = None, **overrides) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns the final summary (also ``final.json``).
 
     ``resume``: a run directory; its config is reloaded (``overrides`` may extend ``epochs``)
     and training continues from its last checkpoint exactly. A finished run is left as it
     is (the summary says ``already_finished``) unless ``epochs`` is larger.
     Options (keyword arguments or ``cfg``): every field of :class:`cnnlab.config.TrainConfig`.
+    ``given``: a module instance, in-memory data, a callback (:func:`cnnlab.training.api.train`
+    makes it from its arguments).
     """
+    given = given or Given()
     if resume is not None:
         run = RunDir(resume, writer=False)
         cfg = make_config(C.resume_config(run.load_config(), overrides))
@@ -85,13 +92,13 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, **ov
         cfg = make_config(cfg.to_dict(), **overrides)
     finetune.check_finetune_config(cfg)
     if resume is None:
-        check_before_run(cfg)
+        check_before_run(cfg, given)
     if cfg.early_stop and not cfg.val_split:
         raise UserError(f"--early-stop {cfg.early_stop}: needs a validation split "
                         f"(--val-split > 0); the test set never picks the model")
     engine = make_engine(cfg)
     try:
-        s = prepare(cfg, engine, resume)
+        s = prepare(cfg, engine, resume, given)
         fit(s)
         return finish(s)
     finally:
@@ -102,7 +109,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def check_before_run(cfg: TrainConfig) -> None:
+def check_before_run(cfg: TrainConfig, given: Given | None = None) -> None:
     """What can be checked from the config alone, before any data is read or any folder made:
     engine, model name, optimiser, schedule and milestones, augmentation spec, that the data
     exists. (Values, types and model kwargs were checked by make_config; the data's own
@@ -114,10 +121,17 @@ def check_before_run(cfg: TrainConfig) -> None:
 
     if cfg.engine not in ENGINES:
         raise UserError(f"--engine {cfg.engine}: expected {' or '.join(ENGINES)}")
-    try:
-        model_info(cfg.model)
-    except ValueError as e:
-        raise UserError(f"--model {cfg.model}: {e}") from e
+    given = given or Given()
+    if is_path(cfg.model):  # a user's class: given as an instance, or importable
+        if given.module is None:
+            from cnnlab.training.usermodel import import_class
+
+            import_class(cfg.model, "--model")
+    else:
+        try:
+            model_info(cfg.model)
+        except ValueError as e:
+            raise UserError(f"--model {cfg.model}: {e}") from e
     if cfg.optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer {cfg.optimizer}: expected {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
@@ -126,23 +140,28 @@ def check_before_run(cfg: TrainConfig) -> None:
         lr_factor(cfg, 0, 1, 1)  # parses --milestones: a UserError naming it
     if cfg.augment != "auto":
         parse_augment(cfg.augment)
+    if given.data is not None:
+        return
     if cfg.data != "digits" and cfg.data not in _named_loaders() and not Path(
             cfg.data).expanduser().exists():
         raise UserError(f"--data {cfg.data}: no such file or folder (expected 'digits', a "
                         f"dataset name, an image-folder tree or a .tar.gz of one)")
 
 
-def prepare(cfg: TrainConfig, engine, resume) -> Setup:
+def prepare(cfg: TrainConfig, engine, resume, given: Given | None = None) -> Setup:
     """Data, model, teacher, initial weights, objective, optimiser, run directory, position.
 
     Everything that can refuse the input (data, teacher, --init source, freeze names) runs
     before the run directory is created, so a refused run leaves nothing behind."""
     from cnnlab.transforms import parse_augment
 
-    if Path(cfg.data).expanduser().exists():  # store an absolute path: eval works from anywhere
-        cfg.data = str(Path(cfg.data).expanduser().resolve())
+    given = given or Given()
     main = engine.dist.main
-    data, val = load_training_data(cfg, progress=cfg.progress if main else "none")
+    splits, fingerprint = given_data(cfg, given, resume, main)
+    if splits is None and Path(cfg.data).expanduser().exists():  # absolute: eval works anywhere
+        cfg.data = str(Path(cfg.data).expanduser().resolve())
+    data, val = load_training_data(cfg, progress=cfg.progress if main else "none",
+                                   splits=splits)
     if cfg.batch_size % engine.dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must divide by the {engine.dist.world} "
                         f"processes")
@@ -157,7 +176,8 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
     if cfg.input_size or cfg.resize != "bilinear" or data.read_size:  # how eval/predict reach it
         spec["resize"] = cfg.resize
     mkw = model_kwargs_for(cfg, spec, len(data.classes))
-    build_model(engine, mkw, spec, cfg)  # too small an input: a UserError naming --input-size
+    module = given_module(cfg, given, mkw, main)
+    build_model(engine, mkw, spec, cfg, module)  # too small: a UserError naming --input-size
     head = engine.head_keys()
     frozen = finetune.frozen_names(engine.model, cfg.freeze, head) if cfg.freeze else set()
     teacher = None
@@ -177,6 +197,8 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
     meta = {"model": cfg.model, "model_kwargs": mkw, "classes": data.classes, "input": spec,
             "engine": engine.name, "data": data.name, "config": cfg.to_dict(),
             "augment": augment.describe((1, spec["channels"], *spec["size"]))}
+    if fingerprint is not None:  # the arrays a resume must be given again
+        meta["data_fingerprint"] = fingerprint
     if teacher is not None:
         meta["teacher"] = teacher.record()
     if init is not None:
@@ -187,7 +209,8 @@ def prepare(cfg: TrainConfig, engine, resume) -> Setup:
 
         meta["pretrained"] = record(weight_set(cfg.model, cfg.pretrained))
     s = Setup(cfg, engine, data, val, run, build_objective(cfg, engine.model, teacher), augment,
-              meta, math.ceil(len(data.train) / cfg.batch_size), frozen=frozen)
+              meta, math.ceil(len(data.train) / cfg.batch_size), frozen=frozen,
+              on_epoch=given.on_epoch)
     if resume is not None:
         _restore(s)
     run.save_config(cfg.to_dict())
@@ -203,7 +226,7 @@ def _init_weights(cfg, engine, head, classes, main) -> dict:
 
 
 def _open_run(cfg: TrainConfig, engine, data_name: str, resume) -> RunDir:
-    path = resume or cfg.out or RunDir.default_path(cfg.model, data_name)
+    path = resume or cfg.out or RunDir.default_path(short_name(cfg.model), data_name.strip("<>"))
     if torch.distributed.is_initialized():  # all processes use rank 0's folder
         box = [str(path)]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -349,6 +372,8 @@ def end_epoch(s: Setup, epoch: int, prog) -> None:
                                      "step": (epoch + 1) * s.steps, "metrics": row})
     _save_last(s, epoch + 1, 0)
     prog.end_epoch(row, len(s.data.train))
+    if s.on_epoch is not None and s.engine.dist.main:  # after the checkpoint: it may stop here
+        s.on_epoch(dict(row))
 
 
 def _save_last(s: Setup, epoch_done: int, step_in_epoch: int) -> None:
@@ -390,27 +415,3 @@ def finish(s: Setup) -> dict:
             summary[k] = s.meta[k]
     s.run.finish(summary)
     return summary
-
-
-def _public_signature():
-    """``train``'s signature and docstring list every option (the TrainConfig fields), so
-    ``help(cnnlab.train)`` and editors show them; the help texts are
-    :data:`cnnlab.config.HELP`, which ``cnnlab train --help`` reads too."""
-    import dataclasses
-    import inspect
-
-    from cnnlab.config import HELP
-
-    P = inspect.Parameter
-    params = [P("cfg", P.POSITIONAL_OR_KEYWORD, default=None),
-              P("resume", P.POSITIONAL_OR_KEYWORD, default=None)]
-    lines = []
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        params.append(P(f.name, P.KEYWORD_ONLY, default=default, annotation=f.type))
-        lines.append(f"    {f.name} = {default!r}: {HELP.get(f.name, '')}".replace("%%", "%"))
-    train.__signature__ = inspect.Signature(params, return_annotation="dict")
-    train.__doc__ = (train.__doc__ or "") + "\n    Options:\n\n" + "\n".join(lines) + "\n"
-
-
-_public_signature()

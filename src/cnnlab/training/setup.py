@@ -16,6 +16,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import DataSplits, load_data, stratified_split
 from cnnlab.errors import UserError
 from cnnlab.registry import model_info
+from cnnlab.training.usermodel import is_path
 
 
 # ------------------------------------------------------------------------ device, processes
@@ -83,8 +84,11 @@ def choose_threads(requested: int | None, n_params: int, world: int = 1) -> int:
 
 
 # ------------------------------------------------------------------------------------ data
-def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object | None]:
+def load_training_data(cfg: TrainConfig, progress, splits: DataSplits | None = None
+                       ) -> tuple[DataSplits, object | None]:
     """(data, validation split or None): the run's data after checking batch size and epochs.
+
+    ``splits``: data already in memory (:mod:`cnnlab.data.memory`), instead of ``cfg.data``.
 
     With ``cfg.input_size`` every split is brought to that size by ``cfg.resize``
     (:func:`cnnlab.data.resize.apply_input_size`: in memory once, streamed per batch).
@@ -94,7 +98,12 @@ def load_training_data(cfg: TrainConfig, progress) -> tuple[DataSplits, object |
     ``data.train``. It picks the best checkpoint and drives early stopping, so the test set
     is looked at once, for the chosen model only.
     """
-    data, stored = _load_at_model_size(cfg, progress)
+    if splits is not None:
+        data, stored = splits, None
+        if cfg.resize == "auto":
+            cfg.resize = "bilinear"
+    else:
+        data, stored = _load_at_model_size(cfg, progress)
     if cfg.workers < 0:
         raise UserError(f"--workers {cfg.workers}: expected 0 or more worker processes")
     if cfg.batch_size < 1 or cfg.epochs < 1:
@@ -158,14 +167,14 @@ def _load_at_model_size(cfg: TrainConfig, progress):
     from cnnlab.config import parse_input_size
     from cnnlab.data.decode import crop_side
 
-    native = tuple(model_info(cfg.model).input_size[1:])
+    native = None if is_path(cfg.model) else tuple(model_info(cfg.model).input_size[1:])
     size = parse_input_size(cfg.input_size) if cfg.input_size else None
     policy = cfg.resize
     if policy == "auto":
-        policy = "crop" if min(size or native) >= IMAGENET_SIDE else "bilinear"
+        policy = "crop" if min(size or native or (0,)) >= IMAGENET_SIDE else "bilinear"
     model_size = size or native
     larger = None
-    if policy == "crop" and _uses_rrc(cfg.augment, model_size):
+    if policy == "crop" and model_size and _uses_rrc(cfg.augment, model_size):
         larger = (crop_side(max(model_size)),) * 2
     data = load_data(cfg.data, val_split=cfg.test_split, seed=cfg.seed, progress=progress,
                      in_memory=cfg.in_memory, size=larger if larger and size else size,
@@ -180,7 +189,10 @@ def _load_at_model_size(cfg: TrainConfig, progress):
 
 def _accepts(cfg: TrainConfig, data: DataSplits) -> bool:
     """Whether ``cfg.model`` builds for the data's images as they are (on the meta device:
-    no memory, no time); LeNet-5 refuses anything but 28 or 32."""
+    no memory, no time); LeNet-5 refuses anything but 28 or 32. A user's module: True (its
+    own input sizes are its business)."""
+    if is_path(cfg.model):
+        return True
     c, h, w = data.test.shape
     spec = {"channels": c, "size": [h, w]}
     try:
@@ -286,14 +298,15 @@ def given_stats(text: str, channels: int) -> tuple[list[float], list[float]]:
 SUGGESTED_SIZES = (32, 48, 64, 96, 128, 160, 224)  # tried for the --input-size hint
 
 
-def build_model(engine, mkw: dict, spec: dict, cfg: TrainConfig) -> None:
+def build_model(engine, mkw: dict, spec: dict, cfg: TrainConfig, module=None) -> None:
     """``engine.build(mkw, spec)``; a model that refuses an input this small (VGG at 28x28:
     five halvings reach zero) is a UserError suggesting the smallest ``--input-size`` of
     :data:`SUGGESTED_SIZES` it builds at (tried on the meta device: no memory, no time)."""
     try:
-        engine.build(mkw, spec)
+        engine.build(mkw, spec, module)
     except ValueError as e:
-        if isinstance(e, UserError) or "too small" not in str(e) or "input_size" not in mkw:
+        if (isinstance(e, UserError) or "too small" not in str(e) or "input_size" not in mkw
+                or is_path(cfg.model)):
             raise
         h, w = spec["size"]
         fits = next((s for s in SUGGESTED_SIZES if s > min(h, w) and _builds(cfg.model, mkw, s)),
@@ -321,7 +334,11 @@ def model_kwargs_for(cfg: TrainConfig, spec: dict, num_classes: int) -> dict:
     """Constructor arguments: classes and channels from the data, plus the user's extras.
 
     A model whose builder takes ``input_size`` (LeNet-5's 28 vs 32) gets the data's size.
+    A user's class (``module:Class``) is built from ``cfg.model_kwargs`` alone, exactly what
+    its ``get_config()`` gave: the same arguments on every rebuild.
     """
+    if is_path(cfg.model):
+        return dict(cfg.model_kwargs)
     kw = {"num_classes": num_classes, "in_channels": spec["channels"], **cfg.model_kwargs}
     params = inspect.signature(model_info(cfg.model).builder).parameters
     takes = lambda k: k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())  # noqa: E731

@@ -60,7 +60,7 @@ def _pixel_map(attr: torch.Tensor, positive_only: bool = False) -> np.ndarray:
 
 
 def _forward(model):
-    from cnnlab.train import split_output
+    from cnnlab.training.evaluation import split_output
 
     return lambda x: split_output(model(x))[0]
 
@@ -156,7 +156,7 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, maps: np.ndarray, target,
     normalized space; RISE deletes to black, i.e. ``-mean / std``) in decreasing order of
     ``maps`` (N, H, W). Returns (N, steps + 1) probabilities; the area under the curve is
     smaller for a more faithful map."""
-    from cnnlab.train import split_output
+    from cnnlab.training.evaluation import split_output
 
     n, _, h, w = x.shape
     order = torch.from_numpy(np.argsort(-maps.reshape(n, -1), axis=1, kind="stable"))
