@@ -117,6 +117,31 @@ def server_time(path: Path, channels: int, size: int, repeats: int) -> dict:
     return r
 
 
+def compare_time(paths: dict, repeats: int) -> dict:
+    """Server time of one Compare update (two models on one image: each decodes, predicts,
+    runs Grad-CAM; the first conv's filters), beside the two models' full explore updates."""
+    from cnnlab.serve.app import load_explorers
+    from cnnlab.serve.compare import compare
+    from cnnlab.serve.images import decode_upload
+
+    exs = load_explorers(list(paths.values()), replicas=1)
+    a, b = list(exs)
+    png = test_image(3, 32)
+    times = {"compare update": [], "explore A + explore B": []}
+    for i in range(repeats + 5):
+        t0 = time.perf_counter()
+        out = compare(exs, a, b, lambda spec, notes: decode_upload(png, spec))
+        t1 = time.perf_counter()
+        for e in exs.values():
+            e.explore(decode_upload(png, e.spec))
+        t2 = time.perf_counter()
+        if i >= 5:
+            times["compare update"].append(t1 - t0)
+            times["explore A + explore B"].append(t2 - t1)
+    return {"models": f"{a} vs {b}", **{k: ms(v) for k, v in times.items()},
+            "response KiB": len(json.dumps(out)) / 1024}
+
+
 def start_server(paths) -> tuple[subprocess.Popen, int]:
     p = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, paths), "--port", "0",
                           "--host", "127.0.0.1"], stdout=subprocess.PIPE, text=True)
@@ -349,12 +374,20 @@ def main() -> int:
                          "`cnnlab serve` runs)")
     ap.add_argument("--zoo", action="store_true",
                     help="also run one update on every zoo model (a few minutes)")
+    ap.add_argument("--compare", action="store_true",
+                    help="only the Compare view's server time (LeNet-5 beside ResNet-20)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.compare:
+            pair = {"lenet5": make_checkpoint(tmp, "lenet5", {"input_size": 28}, 1, 28),
+                    "resnet20": make_checkpoint(tmp, "resnet20", {}, 3, 32)}
+            print("server time of one Compare update (ms, median):")
+            print(table([compare_time(pair, args.repeats)]))
+            return 0
         if not args.skip_measure:
             models = {"lenet5-28": (make_checkpoint(tmp, "lenet5", {"input_size": 28}, 1, 28), 1, 28),
                       "resnet20-32": (make_checkpoint(tmp, "resnet20", {}, 3, 32), 3, 32)}

@@ -8,17 +8,42 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.serve.blocks import compute_unit
+from cnnlab.serve.blocks import capture_io, compute_unit, sequential_target, unit_from_io, \
+    unit_needs
 from cnnlab.serve.explorer import view_stages
 from cnnlab.serve.units import TOLERANCE, agree, explain_unit
+from cnnlab.training.setup import SUGGESTED_SIZES
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _small_size(name: str) -> int:
-    """A small input the model still runs on (the walk is about arithmetic, not size)."""
-    from cnnlab.analysis import models_table
+# tried smallest first (the walk is about arithmetic, not size); not below 32, where deep
+# maps are 1x1 and every window but its centre is padding
+SIZES = SUGGESTED_SIZES
 
-    default = next(r for r in models_table() if r["name"] == name)["input_size"][-1]
-    return {227: 67, 224: 64}.get(default, default)
+
+def _smallest_build(name: str) -> tuple[int, dict]:
+    """The smallest square input of :data:`SIZES` (or the default, if smaller) that ``name``
+    builds at, and the constructor arguments for it: built on the meta device, no memory and
+    no time (as :func:`cnnlab.training.setup.build_model` finds an ``--input-size`` to
+    suggest). A model without ``input_size`` pools adaptively and runs at any of them."""
+    import inspect
+
+    from cnnlab.registry import model_info
+
+    info = model_info(name)
+    channels, default = info.input_size[0], info.input_size[-1]
+    kw = {"num_classes": 10, "in_channels": channels}
+    if "input_size" not in inspect.signature(info.builder).parameters:
+        return min(SIZES[0], default), kw
+    for size in sorted({s for s in SIZES if s < default} | {default}):
+        try:
+            with torch.device("meta"):
+                info.builder(**kw, input_size=size)
+            return size, {**kw, "input_size": size}
+        except ValueError:
+            continue
+    raise AssertionError(f"{name} builds at none of {SIZES} up to {default}")
 
 
 def _units(shape) -> list:
@@ -38,45 +63,39 @@ def _models() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _models())
 def test_every_stage_of_every_zoo_model_equals_torch(name):
-    from cnnlab.analysis import models_table
+    """Every column of every zoo model at its smallest input: one forward pass captures what
+    every unit needs (:func:`capture_io`), then the NumPy engine computes two units per
+    column from it, as the explorer's route does from its own pass (:func:`unit_from_io`).
+    Was one forward pass per unit at 64x64 or larger: 615 s on a busy 2-core machine."""
     from cnnlab.registry import get_model
 
-    row = next(r for r in models_table() if r["name"] == name)
-    channels, size = row["input_size"][0], _small_size(name)
+    size, kw = _smallest_build(name)
     torch.manual_seed(0)
-    kw = {"input_size": size} if name.startswith(("vgg", "alexnet", "zfnet")) else {}
-    model = get_model(name, num_classes=10, in_channels=channels, **kw).eval()
+    model = get_model(name, **kw).eval()
     for m in model.modules():  # non-trivial statistics, so batch norm is not the identity
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    x = torch.randn(1, channels, size, size)
+    x = torch.randn(1, kw["in_channels"], size, size)
     stages = view_stages(model, x)
-    shapes = _output_shapes(model, stages, x)
+    io = capture_io(model, x, [n for layer in stages for n in unit_needs(model, layer)])
     kinds = set()
     for layer in stages:
-        for c, y, xx in _units(shapes[layer]):
-            d = compute_unit(model, model, layer, x, c, y, xx)
+        for c, y, xx in _units(io[sequential_target(model, layer)[0]][1].shape):
+            d = unit_from_io(model, layer, io, c, y, xx)
             kinds.add(d["kind"])
             assert d["agree"], (name, layer, d["kind"], d["result"], d["torch_value"])
             assert d["result"] == pytest.approx(d["torch_value"], rel=1e-4, abs=1e-4)
     assert {"conv", "relu"} <= kinds or {"linear"} <= kinds, kinds
     if any(isinstance(m, nn.Linear) for m in model.modules()):
         assert "linear" in kinds, (name, stages)
-
-
-def _output_shapes(model, layers, x) -> dict:
-    """Each layer's output shape (one image), from one forward pass."""
-    out: dict = {}
-    hs = [model.get_submodule(n).register_forward_hook(
-        lambda _m, _i, o, n=n: out.setdefault(n, tuple(o.shape[1:])) and None) for n in layers]
-    with torch.no_grad():
-        model(x)
-    for h in hs:
-        h.remove()
-    return out
+    # the one-pass values are the route's own: one unit again through compute_unit
+    last = stages[-1]
+    c, y, xx = _units(io[sequential_target(model, last)[0]][1].shape)[-1]
+    assert compute_unit(model, model, last, x, c, y, xx)["result"] == \
+        unit_from_io(model, last, io, c, y, xx)["result"]
 
 
 def test_stages_include_the_classifier_half_and_blocks():

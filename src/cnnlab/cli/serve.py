@@ -8,6 +8,7 @@ EXAMPLES = """
     cnnlab serve runs/lenet5-digits-20261122-134459
     cnnlab serve --runs runs                      # every run directory under runs/
     cnnlab serve RUN_A RUN_B/checkpoints/last.safetensors --port 8080 --open
+    cnnlab serve RUN_A RUN_B --compare            # both side by side on one image
     cnnlab serve --model resnet18 --pretrained       # ImageNet weights (downloaded once)"""
 
 
@@ -41,6 +42,10 @@ def register(subs) -> None:
                         "decoding (default: 16, a 12 MP phone photo fits; an explorer needs a "
                         "few hundred pixels a side, and each decoded megapixel costs 3-4 MB)")
     s.add_argument("--open", action="store_true", help="open the page in a web browser")
+    s.add_argument("--compare", action="store_true",
+                   help="open the page on its Compare tab: two served models side by side on "
+                        "one image (predictions, Grad-CAM, first-layer filters); needs two or "
+                        "more models")
     s.add_argument("--replicas", type=int,
                    help="model copies per checkpoint serving requests in parallel (default: "
                         "the CPU cores, at most 4)")
@@ -67,7 +72,7 @@ def cmd_serve(args) -> int:
     serve(args.checkpoints, runs, host=args.host, port=args.port,
           max_upload_mb=args.max_upload_mb, open_browser=args.open, replicas=args.replicas,
           threads=args.threads, max_pixels=_megapixels(args.max_pixels),
-          pretrained=[(m, weights) for m in args.model])
+          pretrained=[(m, weights) for m in args.model], compare=args.compare)
     return 0
 
 

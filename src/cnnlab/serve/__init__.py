@@ -12,7 +12,8 @@ with its resolution said, and the detail of any unit of any column (convolution,
 ReLU, batch norm, LRN, dropout, flatten, fully connected, a residual add, an inception
 concatenation) computed by the NumPy engine beside torch's value, its receptive field drawn
 back to the input and the units it feeds, the kernel sliding over the input, plus a
-playground for the output-size formula. The page uses only the
+playground for the output-size formula, and two models side by side on one image
+(:mod:`cnnlab.serve.compare`). The page uses only the
 JSON API (``/openapi.json``, listed at ``/api``); its script, style and fonts ship in
 ``cnnlab/serve/static`` (nothing is fetched from elsewhere: it works offline).
 """
@@ -80,13 +81,16 @@ def _on_sigterm(_sig, _frame):
 def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = 10, open_browser: bool = False, replicas: int | None = None,
           threads: int = 1, log_level: str = "warning", out=sys.stdout,
-          max_pixels: int | None = None, pretrained=()) -> None:
+          max_pixels: int | None = None, pretrained=(), compare: bool = False) -> None:
     """Serve the explorer until Ctrl-C or SIGTERM (both end it the same way: requests
     finished, "stopped" printed, exit status 0); prints the address first.
 
     ``pretrained``: (model name, weight set or None) pairs served with ImageNet weights
     (:mod:`cnnlab.pretrained`). ``max_pixels``: the largest upload in pixels (default
     :data:`cnnlab.serve.images.MAX_PIXELS`, 16 MP; see that module for why).
+
+    ``compare``: open the page on its Compare tab (two models side by side on one image;
+    needs at least two models served).
 
     ``replicas`` model copies per checkpoint serve requests in parallel (default: the CPU
     cores, at most 4), each running torch on ``threads`` threads: one image is too small a
@@ -115,15 +119,19 @@ def serve(paths=(), runs=None, host: str = "127.0.0.1", port: int = 8000,
     if replicas < 1:
         raise UserError(f"--replicas {replicas}: expected at least 1")
     explorers = load_explorers(paths, runs, replicas, pretrained=pretrained)
+    if compare and len(explorers) < 2:
+        raise UserError(f"--compare: serves {len(explorers)} model ({', '.join(explorers)}); "
+                        f"name at least two checkpoints or run directories to compare")
     app = create_app(explorers, max_upload_mb, max_pixels or MAX_PIXELS)
     _preload_samples(explorers)
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    url = f"http://{shown}:{sock.getsockname()[1]}/" + ("#compare" if compare else "")
     for e in explorers.values():
         i = e.info()
         print(f"  {i['id']}: {i['model']} on {i['data']} ({len(i['classes'])} classes)", file=out)
-    print(f"cnnlab explorer at {url}  (API: {url}api; Ctrl-C to stop)", file=out, flush=True)
+    api = url.split("#")[0] + "api"
+    print(f"cnnlab explorer at {url}  (API: {api}; Ctrl-C to stop)", file=out, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3))
     if open_browser:
         import webbrowser

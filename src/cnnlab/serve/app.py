@@ -169,11 +169,14 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10,
             raise HTTPException(404, f"no model {mid!r}; served: {', '.join(explorers)}")
         return explorers[mid]
 
-    def read_upload(ex: Explorer, image: UploadFile, notes: dict | None = None):
+    def read_bytes(image: UploadFile) -> bytes:
         data = image.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, _too_large(max_bytes))
-        return decode(data, ex.spec, name=_safe_name(image.filename), notes=notes)
+        return data
+
+    def read_upload(ex: Explorer, image: UploadFile, notes: dict | None = None):
+        return decode(read_bytes(image), ex.spec, name=_safe_name(image.filename), notes=notes)
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -234,6 +237,21 @@ def create_app(explorers: dict[str, Explorer], max_upload_mb: float = 10,
                          "feeds in the next column.")
     def field(mid: str, layer: str, y: int, x: int) -> dict:
         return get(mid).field(layer, y, x)
+
+    @app.post("/api/compare", summary="Two models side by side on one image",
+              description="For models `a` and `b` (ids of /api/models): each one's input as it "
+                          "sees the image, prediction (top-5, softmax), Grad-CAM of its "
+                          "predicted class and its first convolution's filters (float32 "
+                          "little-endian, base64). Unknown ids: 404 naming them.")
+    def compare(a: str, b: str, image: UploadFile = File(...)) -> dict:
+        from cnnlab.serve.compare import UnknownModel, compare as both
+
+        data, name = read_bytes(image), _safe_name(image.filename)
+        try:
+            return both(explorers, a, b,
+                        lambda spec, notes: decode(data, spec, name=name, notes=notes))
+        except UnknownModel as e:
+            raise HTTPException(404, str(e)) from None
 
     @app.get("/api/output-size", summary="The output size formula of a conv/pool layer")
     def output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> dict:

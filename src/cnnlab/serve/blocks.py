@@ -181,23 +181,30 @@ def check_vector_unit(out: np.ndarray, c: int, y: int, x: int, name: str) -> int
     return x
 
 
-def compute_unit(proto: nn.Module, model: nn.Module, layer: str, xt, c: int, y: int,
-                 x: int) -> dict:
-    """Unit (c, y, x) of ``layer`` for the normalized batch ``xt`` (1, C, H, W): one forward
-    pass of ``model`` (a borrowed copy) with hooks on what the unit needs, then the NumPy
-    engine on the captured values. ``proto``: the loaded model (weights read, never run)."""
+def unit_needs(proto: nn.Module, layer: str) -> list[str]:
+    """The module names whose captured input/output the unit detail of ``layer`` needs."""
+    target, _path = sequential_target(proto, layer)
+    module = proto.get_submodule(target)
+    sources = _linear_sources(proto, module)
+    return list(dict.fromkeys(block_plan(module, target) + sources))
+
+
+def _linear_sources(proto: nn.Module, module: nn.Module) -> list[str]:
+    """For a Linear unit: the modules whose maps its input may have been flattened from."""
+    if not isinstance(module, nn.Linear):
+        return []
+    return [n for n, m in proto.named_modules()
+            if isinstance(m, (nn.Flatten, nn.AdaptiveAvgPool2d))]
+
+
+def capture_io(model: nn.Module, xt, names) -> dict:
+    """One forward pass of ``model`` on ``xt`` (1, C, H, W): {name: (input, output)} of each
+    module in ``names`` for the image, as NumPy arrays (first call of a module reused)."""
     import torch
 
     from cnnlab.serve.explorer import LayerIO
-    from cnnlab.serve.units import agree, explain_unit
 
-    target, path = sequential_target(proto, layer)
-    module = proto.get_submodule(target)
-    plan = block_plan(module, target)
-    sources = [n for n, m in proto.named_modules()
-               if isinstance(m, (nn.Flatten, nn.AdaptiveAvgPool2d))] \
-        if isinstance(module, nn.Linear) else []
-    hooks = {n: LayerIO(model.get_submodule(n)) for n in dict.fromkeys(plan + sources)}
+    hooks = {n: LayerIO(model.get_submodule(n)) for n in dict.fromkeys(names)}
     for h in hooks.values():
         h.__enter__()
     try:
@@ -206,7 +213,26 @@ def compute_unit(proto: nn.Module, model: nn.Module, layer: str, xt, c: int, y: 
     finally:
         for h in hooks.values():
             h.__exit__(None, None, None)
-    io = {n: (h.input, h.output) for n, h in hooks.items()}
+    return {n: (h.input, h.output) for n, h in hooks.items()}
+
+
+def compute_unit(proto: nn.Module, model: nn.Module, layer: str, xt, c: int, y: int,
+                 x: int) -> dict:
+    """Unit (c, y, x) of ``layer`` for the normalized batch ``xt`` (1, C, H, W): one forward
+    pass of ``model`` (a borrowed copy) with hooks on what the unit needs, then the NumPy
+    engine on the captured values. ``proto``: the loaded model (weights read, never run)."""
+    return unit_from_io(proto, layer, capture_io(model, xt, unit_needs(proto, layer)), c, y, x)
+
+
+def unit_from_io(proto: nn.Module, layer: str, io: dict, c: int, y: int, x: int) -> dict:
+    """Unit (c, y, x) of ``layer`` from ``io`` (:func:`capture_io` of at least
+    :func:`unit_needs`; one pass can serve every unit of every layer)."""
+    from cnnlab.serve.units import agree, explain_unit
+
+    target, path = sequential_target(proto, layer)
+    module = proto.get_submodule(target)
+    plan = block_plan(module, target)
+    sources = _linear_sources(proto, module)
     xin, out = io[target]
     if len(plan) == 1:  # a leaf module
         source = None

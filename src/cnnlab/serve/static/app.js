@@ -5,6 +5,7 @@
 const S = {
   models: [], model: null, details: null, blob: null, name: "", result: null, offsets: {},
   target: null, every: false, unit: null, strokes: [], busy: 0, seq: 0, camLayer: null,
+  comparing: false, cseq: 0,
 };
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
@@ -92,6 +93,7 @@ async function loadModels() {
   const sel = $("model-select");
   sel.replaceChildren(...S.models.map((m) => el("option", { value: m.id, text: `${m.name} (${m.model})` })));
   sel.onchange = () => selectModel(sel.value);
+  setupCompare();
   if (S.models.length) await selectModel(S.models[0].id);
 }
 async function selectModel(id) {
@@ -124,6 +126,7 @@ async function setInput(blob, name) {
   S.blob = blob; S.name = name; S.unit = null;
   $("unit-card").hidden = true;
   await run();
+  if (S.comparing) await runCompare();
 }
 async function run() {
   if (!S.blob || !S.model) return;
@@ -199,14 +202,21 @@ function renderPrediction(p) {
   $("softmax-table").replaceChildren(head, ...rows, foot);
 }
 function renderCam(r) {
-  const g = r.gradcam, cv = $("cam-canvas"), ctx = cv.getContext("2d");
-  const [c, h, w] = r.input.shape, src = el("canvas");
-  paintImage(src, u8(r.input.pixels), c, h, w);
+  const g = r.gradcam;
+  paintCam($("cam-canvas"), r.input, g);
+  renderCamLayers(g);
+  if (g.error) { $("cam-caption").textContent = g.error; return; }
+  $("cam-caption").textContent = camCaption(r.input, g);
+  $("cam-caption").dataset.resolution = (g.resolution || g.shape).join("x");
+}
+function paintCam(cv, input, g) {  // the input as the model sees it, the heat map over it
+  const ctx = cv.getContext("2d");
+  const [c, h, w] = input.shape, src = el("canvas");
+  paintImage(src, u8(input.pixels), c, h, w);
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, cv.width, cv.height);
   ctx.drawImage(src, 0, 0, cv.width, cv.height);
-  renderCamLayers(g);
-  if (g.error) { $("cam-caption").textContent = g.error; return; }
+  if (g.error) return;
   const [ch, cw] = g.shape, cam = f32(g.map), heat = el("canvas");
   heat.width = cw; heat.height = ch;
   const hctx = heat.getContext("2d"), img = hctx.createImageData(cw, ch);
@@ -217,13 +227,14 @@ function renderCam(r) {
   hctx.putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.globalAlpha = 0.55; ctx.drawImage(heat, 0, 0, cv.width, cv.height); ctx.globalAlpha = 1;
-  const [H, W] = r.input.shape.slice(1), res = g.resolution || g.shape;
-  $("cam-caption").textContent = `for class ${g.class} at layer ${g.layer}: ` +
+}
+function camCaption(input, g) {
+  const [H, W] = input.shape.slice(1), res = g.resolution || g.shape;
+  return `for class ${g.class} at layer ${g.layer}: ` +
     `its maps are ${res.join("×")}, so the heat map has ${res.join("×")} cells, stretched over the ${H}×${W} input ` +
     `(each cell ≈ ${(H / res[0]).toFixed(1)}×${(W / res[1]).toFixed(1)} pixels). ` +
     (res[0] < H ? "Deep layers are coarse (pooling and strides shrink the maps) but see the whole object; " +
       "pick an earlier layer for a finer, more local map." : "");
-  $("cam-caption").dataset.resolution = res.join("x");
 }
 function renderCamLayers(g) {
   const sel = $("cam-layer"), layers = g.layers || [];
@@ -234,6 +245,85 @@ function renderCamLayers(g) {
     sel.dataset.key = key;
   }
   if (want) sel.value = want;
+}
+
+// ---- compare: two models side by side on one image (POST /api/compare?a=&b=) ---------------
+// The Input card moves into the Compare tab while it is open, so the same test image,
+// drawing or upload feeds both views.
+function setupCompare() {
+  const two = S.models.length > 1;
+  $("compare-button").hidden = !two;
+  if (!two) return;
+  for (const [id, k] of [["compare-a", 0], ["compare-b", 1]]) {
+    const sel = $(id);
+    sel.replaceChildren(...S.models.map((m) => el("option", { value: m.id, text: `${m.name} (${m.model})` })));
+    sel.value = S.models[k].id;
+    sel.onchange = runCompare;
+  }
+}
+function showCompare(on) {
+  S.comparing = on;
+  const card = $("input-card");
+  if (on) { $("compare-input").append(card); runCompare(); }
+  else if (card.parentElement.id === "compare-input") document.querySelector("#tab-explore .row.top").prepend(card);
+}
+async function runCompare() {
+  if (!S.blob || !S.comparing) return;
+  const a = $("compare-a").value, b = $("compare-b").value, seq = ++S.cseq;
+  if (a === b) { $("compare-verdict").textContent = "pick two different models"; return; }
+  const fd = new FormData();
+  fd.append("image", S.blob, S.name || "image.png");
+  document.body.classList.add("busy");
+  try {
+    const r = await api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`, { method: "POST", body: fd });
+    if (seq !== S.cseq) return;
+    showError(null);
+    $("compare-ms").textContent = `computed in ${r.server_ms.toFixed(0)} ms`;
+    $("compare-verdict").textContent = r.same_class ? `both say ${r.a.prediction.class}` :
+      `they disagree: ${r.a.prediction.class} vs ${r.b.prediction.class}`;
+    renderCompareColumn($("compare-col-a"), "A", r.a);
+    renderCompareColumn($("compare-col-b"), "B", r.b);
+    document.body.dataset.compare = S.name;  // which image the Compare tab shows (tests wait on it)
+  } catch (e) { if (seq === S.cseq) showError(e); }
+  finally { if (seq === S.cseq) document.body.classList.remove("busy"); }
+}
+function renderCompareColumn(box, key, c) {
+  const p = c.prediction, g = c.gradcam, cam = el("canvas", { class: "cam", width: 224, height: 224 });
+  paintCam(cam, c.input, g);
+  box.dataset.id = c.id;
+  box.replaceChildren(
+    el("h3", { text: `${key}: ${c.name} (${c.model}${c.test_accuracy == null ? "" :
+      `, ${(100 * c.test_accuracy).toFixed(1)}% on its test set`}), sees ${c.input.shape.join("×")}` }),
+    el("div", { class: "big compare-top", text: p.class }),
+    el("div", { class: "bars" }, ...p.top.map((t) => el("div", { class: "bar" },
+      el("span", { class: "label", text: t.class }),
+      el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * t.probability).toFixed(1)}%` })),
+      el("span", { class: "pct", text: `${(100 * t.probability).toFixed(1)}%` })))),
+    el("h3", { text: "Grad-CAM" }), cam,
+    el("div", { class: "hint", text: g.error || camCaption(c.input, g) }),
+    el("h3", { text: c.filters.error ? "Filters" : `First-layer filters: ${c.filters.layer}, ` +
+      `${c.filters.shape.join("×")}${c.filters.shown < c.filters.count ? ` (first ${c.filters.shown})` : ""}` }),
+    c.filters.error ? el("div", { class: "hint", text: c.filters.error }) : filterGrid(c.filters));
+}
+// Each filter scaled to its own min..max: RGB for 3 input channels, gray for 1, as
+// `cnnlab viz filters` draws a first layer (AlexNet's Figure 3).
+function filterGrid(f) {
+  const [, C, kh, kw] = f.shape, w = f32(f.data), n = kh * kw;
+  const grid = el("div", { class: f.shown <= 16 ? "filters few" : "filters" });
+  for (let k = 0; k < f.shown; k++) {
+    const v = w.subarray(k * C * n, (k + 1) * C * n);
+    let lo = Infinity, hi = -Infinity;
+    for (const x of v) { lo = Math.min(lo, x); hi = Math.max(hi, x); }
+    const px = new Uint8Array(3 * n), s = hi > lo ? 255 / (hi - lo) : 0;
+    for (let ch = 0; ch < 3; ch++) {
+      const src = C === 3 ? ch : 0;
+      for (let i = 0; i < n; i++) px[ch * n + i] = Math.round((v[src * n + i] - lo) * s);
+    }
+    const cv = el("canvas", { title: `filter ${k}` });
+    paintImage(cv, px, 3, kh, kw);
+    grid.append(cv);
+  }
+  return grid;
 }
 
 // ---- overview ----------------------------------------------------------------------------
@@ -620,6 +710,7 @@ function setupTabs() {
     document.querySelectorAll("#tabs button").forEach((x) => x.classList.toggle("active", x === b));
     document.querySelectorAll(".tab").forEach((t) => { t.hidden = t.id !== `tab-${b.dataset.tab}`; });
     if (b.dataset.tab === "playground") playground(); else clearInterval(pgTimer);
+    showCompare(b.dataset.tab === "compare");
   }));
   document.querySelectorAll("#input-tabs button").forEach((b) => b.addEventListener("click", () => {
     document.querySelectorAll("#input-tabs button").forEach((x) => x.classList.toggle("active", x === b));
@@ -649,6 +740,7 @@ function setupInputs() {
 window.addEventListener("DOMContentLoaded", async () => {
   setupTabs(); setupInputs(); setupDraw(); restoreReadout();
   try { await loadModels(); } catch (e) { showError(e); }
+  if (location.hash === "#compare" && S.models.length > 1) $("compare-button").click();
   document.body.dataset.ready = "1";
 });
 
