@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.serve.blocks import capture_io, compute_unit, sequential_target, unit_from_io, \
+from cnnlab.serve.composite import capture_io, compute_unit, sequential_target, unit_from_io, \
     unit_needs
 from cnnlab.serve.explorer import view_stages
 from cnnlab.serve.units import TOLERANCE, agree, explain_unit

@@ -248,8 +248,8 @@ class Explorer:
 
     def unit(self, image: np.ndarray, layer: str, c: int, y: int, x: int) -> dict:
         """Unit (c, y, x) of ``layer`` for the image: NumPy engine beside torch
-        (:func:`cnnlab.serve.blocks.compute_unit`); a vector's unit i is (0, 0, i)."""
-        from cnnlab.serve.blocks import compute_unit
+        (:func:`cnnlab.serve.composite.compute_unit`); a vector's unit i is (0, 0, i)."""
+        from cnnlab.serve.composite import compute_unit
         from cnnlab.serve.units import supports
 
         t0 = time.perf_counter()
@@ -357,33 +357,6 @@ class ModelPool:
             yield m
         finally:
             self._free.put(m)
-
-
-class LayerIO:
-    """Forward hooks that keep one module's input and output (clones, first image) of the
-    next forward pass; removed on exit. The input is cloned *before* the module runs, so an
-    in-place ReLU cannot overwrite it."""
-
-    def __init__(self, module):
-        self.module, self.input, self.output, self._h = module, None, None, []
-
-    def _pre(self, _m, args):
-        if self.input is None:
-            self.input = args[0][0].detach().float().cpu().numpy().copy()
-
-    def _post(self, _m, _args, out):
-        if self.output is None:
-            self.output = out[0].detach().float().cpu().numpy().copy()
-
-    def __enter__(self):
-        self._h = [self.module.register_forward_pre_hook(self._pre),
-                   self.module.register_forward_hook(self._post)]
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._h:
-            h.remove()
-        return False
 
 
 def softmax_detail(logits: np.ndarray, classes: list[str], topk: int = 5) -> dict:
