@@ -111,6 +111,63 @@ def test_receptive_field_exact_for_branches_and_residuals():
     assert rows[-1].jump == 4
 
 
+
+class _DilatedF(nn.Module):
+    """A 3x3 convolution with dilation 2 called as ``F.conv2d``: no ``kernel_size`` attribute,
+    so only the op-level rule can see its window."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((1, 1, 3, 3), 0.1))
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight, padding=2, dilation=2)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(1, 1, 3, padding=2, dilation=2), _DilatedF],
+                         ids=["module", "functional"])
+def test_receptive_field_of_dilated_convolutions(make):
+    # a 3x3 kernel at dilation 2 spans 5 pixels: fields 5, 9 (not 3, 5 as without dilation)
+    net = nn.Sequential(make(), make())
+    rows = summary(net, (1, 32, 32)).layers
+    assert [l.receptive_field for l in rows] == [5, 9]
+    assert [l.jump for l in rows] == [1, 1]
+    assert _empirical_rf(net, 32) == 9
+
+
+def test_receptive_field_of_dilated_max_pool():
+    net = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, dilation=2), nn.Conv2d(1, 1, 3))
+    assert [l.receptive_field for l in summary(net, (1, 32, 32)).layers] == [5, 7]
+
+
+def test_receptive_field_and_jump_of_non_square_windows():
+    # 3x5 kernel, stride (1, 2): field (3, 5), jump (1, 2); then 3x3: (3 + 2, 5 + 2 * 2)
+    net = nn.Sequential(nn.Conv2d(1, 1, (3, 5), stride=(1, 2)), nn.Conv2d(1, 1, 3))
+    rows = summary(net, (1, 32, 32)).layers
+    assert [(l.receptive_field, l.jump) for l in rows] == [((3, 5), (1, 2)), ((5, 9), (1, 2))]
+    for p in net.parameters():
+        nn.init.constant_(p, 0.1)
+    x = torch.ones(1, 1, 32, 32, requires_grad=True)
+    y = net(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    nz = x.grad[0, 0].nonzero()
+    assert tuple((nz.max(0).values - nz.min(0).values + 1).tolist()) == (5, 9)
+
+
+def test_flatten_covers_the_whole_map_and_has_no_jump():
+    # a 3x3 conv leaves 30x30 maps at jump 1: flattening sees 3 + 29 = 32 pixels
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(900, 2))
+    rows = summary(net, (1, 32, 32)).layers
+    assert [(l.receptive_field, l.jump) for l in rows] == [(3, 1), (32, None), (32, None)]
+
+
+@pytest.mark.parametrize("out, rf, jump", [(3, [4, 10], 3), (6, [3, 5], 1)])
+def test_receptive_field_of_adaptive_pooling_that_does_not_divide(out, rf, jump):
+    # 10 -> 3: windows [0, 4), [3, 7), [6, 10): 4 wide, 3 apart; 10 -> 6: up to 3 wide, 1 apart
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(out), nn.Conv2d(1, 1, 3, padding=1))
+    rows = summary(net, (1, 10, 10)).layers
+    assert [l.receptive_field for l in rows] == rf and rows[0].jump == jump
+
 @pytest.mark.parametrize("name, layer, rf", [("resnet18", "layer4.1.relu", 435),
                                              ("resnet50", "layer4.2.relu", 427),
                                              ("googlenet", "inception3a", 59)])

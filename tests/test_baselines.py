@@ -41,9 +41,55 @@ def test_exact_knn_neighbours_equal_sklearn_and_fallback_path(digits):
     ref = NearestNeighbors(n_neighbors=3, algorithm="brute").fit(xtr.astype(np.float64))
     _, ref_idx = ref.kneighbors(xte[:50].astype(np.float64))
     for margin in (0, 8):
-        idx = KNN(3, margin=margin).fit(xtr, ytr).kneighbors(xte[:50]).numpy()
+        idx = KNN(3, margin=margin).fit(xtr, ytr).kneighbors(xte[:50])
         np.testing.assert_array_equal(idx, ref_idx)
 
+
+
+@pytest.mark.parametrize("offset, path", [(1e4, "full"), (100.0, "shortlist")])
+@pytest.mark.parametrize("margin", [0, 8])
+def test_exact_knn_with_a_large_common_offset_equals_sklearn(margin, offset, path, monkeypatch):
+    """Points ``offset`` from the origin, about 1 apart: float32 ||q||^2 - 2 q.b + ||b||^2
+    loses the digits that rank them (at 1e4: ||q||^2 ~ 2e9, float32 spacing ~ 256), so only
+    the float64 recheck of unsafe rows finds the true neighbours: over a shortlist of the rows
+    within the rounding bound (offset 100) or over all of them (1e4: the bound holds most)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    import cnnlab.baselines.knn as K
+
+    rng = np.random.default_rng(0)
+    xtr = (offset + rng.standard_normal((600, 20))).astype(np.float32)
+    xte = (offset + rng.standard_normal((40, 20))).astype(np.float32)
+    ytr = rng.integers(0, 3, 600)
+    # float64 differences, no expansion: the reference
+    d = ((xte[:, None].astype(np.float64) - xtr[None].astype(np.float64)) ** 2).sum(-1)
+    direct = np.argsort(d, axis=1, kind="stable")[:, :4]
+    _, ref = NearestNeighbors(n_neighbors=4, algorithm="brute").fit(
+        xtr.astype(np.float64)).kneighbors(xte.astype(np.float64))
+    np.testing.assert_array_equal(ref, direct)
+    widths = []  # candidates per row of each float64 pass (None: all training rows)
+    real = K.KNN._exact_dist
+    monkeypatch.setattr(K.KNN, "_exact_dist", lambda self, q, s, c: (
+        widths.append(None if c is None else c.shape[1]), real(self, q, s, c))[1])
+    knn = KNN(4, margin=margin, chunk=16).fit(xtr, ytr)
+    idx = knn.kneighbors(xte)
+    assert isinstance(idx, np.ndarray) and idx.dtype == np.int64 and idx.shape == (40, 4)
+    np.testing.assert_array_equal(idx, ref)
+    rechecks = [w for w in widths if w != 4 + margin]
+    assert rechecks and (all(w is None for w in rechecks) if path == "full"
+                         else all(w is not None and w > 4 for w in rechecks))
+
+
+def test_knn_public_functions_return_numpy(digits):
+    from cnnlab.baselines.knn import knn_predict
+
+    xtr, ytr, xte, _ = digits
+    for mode, metric in [("exact", "l2"), ("exact", "l1"), ("fast", "l2")]:
+        knn = KNN(3, metric, mode).fit(torch.as_tensor(xtr), torch.as_tensor(ytr))
+        for out in (knn.kneighbors(xte[:5]), knn.predict(xte[:5])):
+            assert isinstance(out, np.ndarray) and out.dtype == np.int64, (mode, metric)
+    assert isinstance(knn_predict(xtr, ytr, xte[:5]), np.ndarray)
+    assert KNN(3).fit(xtr, ytr).kneighbors(xte[:0]).shape == (0, 3)
 
 def test_vote_ties_go_to_the_lowest_class():
     # query at 0: neighbours at distance 1 (class 2) and 2 (class 1), k=2: one vote each

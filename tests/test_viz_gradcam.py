@@ -87,6 +87,54 @@ def test_grad_cam_predicted_class_and_layer_before_inplace_relu():
     np.testing.assert_allclose(cam, reference_cam(maps, head, x, torch.tensor(cls)), atol=1e-5)
 
 
+
+class _Quadratic(nn.Module):
+    """maps: a 1x1 conv to 3 channels at full resolution (so the upsampling is the identity);
+    head: y_c = sum_k v_ck sum_ij A_kij^2, so dy_c/dA_kij = 2 v_ck A_kij varies with position
+    and sign, and Grad-CAM++'s alpha differs from pixel to pixel."""
+
+    V = [[1.0, -0.5, 0.8], [-0.3, 1.2, 0.4]]
+
+    def __init__(self):
+        super().__init__()
+        self.maps = nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.maps.weight.copy_(torch.tensor([1.0, -0.7, 0.5]).view(3, 1, 1, 1))
+            self.maps.bias.copy_(torch.tensor([0.3, 0.2, -0.4]))
+
+    def forward(self, x):
+        a = self.maps(x)
+        return (a.pow(2).sum((2, 3)) @ torch.tensor(self.V).T)  # N x 2
+
+
+def _grad_cam_pp_by_hand(a: np.ndarray, v: np.ndarray, target: int) -> np.ndarray:
+    """Chattopadhay et al. 2018, Eq. 19 (exponential score) by hand, for one image's maps
+    a (K, H, W): g = 2 v_k a; alpha = g^2 / (2 g^2 + sum_ab A_kab g^3) (0 where g = 0);
+    w_k = sum_ij alpha ReLU(g); cam = ReLU(sum_k w_k A_k), min-max scaled."""
+    cam = np.zeros(a.shape[1:])
+    for k in range(a.shape[0]):
+        g = 2 * v[target, k] * a[k]
+        denom = 2 * g ** 2 + a[k].sum() * g ** 3
+        alpha = np.divide(g ** 2, denom, out=np.zeros_like(g), where=(g != 0) & (denom != 0))
+        cam += (alpha * np.maximum(g, 0)).sum() * a[k]
+    cam = np.maximum(cam, 0)
+    return (cam - cam.min()) / (cam.max() - cam.min())
+
+
+def test_grad_cam_plus_plus_equals_hand_computation():
+    torch.manual_seed(1)
+    m, x = _Quadratic().eval(), torch.randn(2, 1, 6, 6)
+    cam, cls, layer = grad_cam(m, x, target=[0, 1], layer="maps", plus_plus=True)
+    assert layer == "maps" and list(cls) == [0, 1]
+    with torch.no_grad():
+        a = m.maps(x).double().numpy()
+    v = np.array(_Quadratic.V)
+    for i, t in enumerate([0, 1]):
+        ref = _grad_cam_pp_by_hand(a[i], v, t)
+        np.testing.assert_allclose(cam[i], ref, atol=1e-5)
+    plain, _, _ = grad_cam(m, x, target=[0, 1], layer="maps")
+    assert np.abs(plain - cam).max() > 0.05  # the two weightings do differ on this model
+
 def test_capture_activations_clones_restores_and_releases():
     m, x, _, _ = _resnet20()
     m.train()

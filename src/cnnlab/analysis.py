@@ -185,6 +185,20 @@ class Summary:
     def __str__(self) -> str:
         return self.format_table()
 
+    def _repr_html_(self) -> str:
+        """The table of ``str(self)`` as HTML (Jupyter shows it), the same cells and notes."""
+        from cnnlab.notebook import html_table
+
+        head = ("Layer", "Type", "Output (CxHxW)", "Params", "MACs", "RF", "Jump", "Memory")
+        rows = [(l.name, l.type, _dims(l.output_shape), f"{l.params:,}" + (
+                 f" ({l.params - l.trainable_params:,} frozen)"
+                 if l.params != l.trainable_params else ""),
+                 _si(l.macs) if l.macs else "0", _dims(l.receptive_field), _dims(l.jump),
+                 _mib(l.activation_bytes)) for l in self.layers]
+        lines = self.format_table().split("\n")
+        rule = max(i for i, t in enumerate(lines) if t and set(t) == {"-"})
+        return html_table(head, rows, lines[0], lines[rule + 1:])
+
 
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -354,6 +368,8 @@ def summary(model_or_name, input_size=None, num_classes: int | None = None, *,
 
 def _build(name, input_size, num_classes, engine, kwargs):
     info = model_info(name)
+    if input_size is None and kwargs.get("small_input"):  # the variant is built for 32x32
+        input_size = (info.input_size[0], 32, 32)
     size = _check_size(input_size if input_size is not None else info.input_size)
     builder = info.builder if engine == "torch" else info.engines.get(engine)
     if builder is None:
@@ -592,7 +608,7 @@ def models_table() -> list[dict]:
     rows = []
     for name in list_models():
         info = model_info(name)
-        with torch.device("meta"):
+        with torch.device("meta"), _no_init():
             model = info.builder()
         params = sum(p.numel() for n, p in model.named_parameters()
                      if not n.startswith(("aux1.", "aux2.")))
@@ -600,6 +616,22 @@ def models_table() -> list[dict]:
                      "num_classes": info.num_classes, "paper": info.paper, "year": info.year,
                      "engines": ["torch", *info.engines]})
     return rows
+
+
+class _no_init:
+    """``torch.nn.init``'s initialisers as no-ops while counting parameters: the values do not
+    matter, and on the meta device the first ``normal_`` alone costs ~2 s (torch warms up its
+    Python decompositions), most of `cnnlab models`' time."""
+
+    def __enter__(self):
+        self.saved = {n: f for n, f in vars(torch.nn.init).items()
+                      if n.endswith("_") and not n.startswith("_") and callable(f)}
+        for n in self.saved:
+            setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
+
+    def __exit__(self, *exc):
+        for n, f in self.saved.items():
+            setattr(torch.nn.init, n, f)
 
 
 def format_models_table(rows: list[dict]) -> str:

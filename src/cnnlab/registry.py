@@ -49,9 +49,17 @@ def register_engine(name: str, engine: str):
     return deco
 
 
+# The modules whose import registers models or engines. The registry imports none of them by
+# name at the top: the model files import the registry (as torchvision's do), and the first
+# lookup loads this list, so ``cnnlab.registry`` never sits in an import circle with them.
+MODEL_MODULES = ("cnnlab.models", "cnnlab.scratch.models")
+
+
 def _ensure_loaded() -> None:
-    # Importing the model package registers every family (one file per family).
-    import cnnlab.models  # noqa: F401
+    import importlib
+
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
 
 
 def model_info(name: str) -> ModelInfo:

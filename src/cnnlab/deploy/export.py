@@ -9,7 +9,8 @@ nothing else. The graph takes the normalised float32 batch ``input (N, C, H, W)`
 :mod:`cnnlab.preprocess`, shared with the torch path.
 
 Every export is checked before it is kept: ``onnx.checker``, then onnxruntime's (or the
-reloaded program's) logits against torch's on the same input.
+reloaded program's) logits against torch's on the same input. A difference beyond
+``PARITY_TOL`` times the logits' scale (at least 1) is an error and no file is kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ FORMATS = ("onnx", "pt2")
 ONNX_FORMAT = "cnnlab-onnx/1"
 MIN_OPSET = 7  # older opsets lack what every CNN needs (Conv with dilations, Gemm forms)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Exported logits may differ from torch's by this much per unit of logit scale (at least 1):
+# float32 kernels that sum in another order differ by ~1e-6 relative on the zoo's models;
+# 1e-3 leaves room for deep nets at random init (plain-110 amplifies rounding; see the tests)
+# while an operator exported wrongly moves logits by far more.
+PARITY_TOL = 1e-3
 
 
 @dataclass
@@ -293,6 +299,35 @@ def _check_pt2(path: Path, ref: np.ndarray, x: torch.Tensor) -> float:
     return float(np.abs(out - ref).max())
 
 
+def _float32_error(m: nn.Module, x: torch.Tensor, ref: np.ndarray) -> float:
+    """max |torch float32 - torch float64| on ``x``: torch's own rounding error (0 when the
+    model cannot run in float64)."""
+    import copy
+
+    try:
+        with torch.no_grad():
+            exact = copy.deepcopy(m).double()(x.double()).numpy()
+    except Exception:  # noqa: BLE001 - a layer without float64 kernels: no second opinion
+        return 0.0
+    return float(np.abs(ref - exact).max())
+
+
+def _check_parity(diff: float, ref: np.ndarray, tolerance: float, fmt: str,
+                  float32_error=lambda: 0.0) -> None:
+    """UserError when the exported logits differ from torch's (``ref``) by more than
+    ``tolerance`` x the logit scale (at least 1), or, where torch's own float32 error is
+    larger (a deep net at random init amplifies rounding), twice that error."""
+    scale = max(1.0, float(np.abs(ref).max()))
+    allowed = tolerance * scale
+    if not diff <= allowed:  # NaN fails too
+        allowed = max(allowed, 2 * float32_error())  # computed only when needed
+    if not diff <= allowed:
+        runtime = "onnxruntime" if fmt == "onnx" else "the reloaded program"
+        raise UserError(f"export check failed: {runtime}'s logits differ from torch's by "
+                        f"{diff:.3g} (allowed {allowed:.3g}: {tolerance:g} x logit scale "
+                        f"{scale:.3g}); no file written")
+
+
 def default_out(checkpoint: str | Path, fmt: str) -> Path:
     """``runs/X/checkpoints/best.safetensors`` -> ``runs/X/checkpoints/best.onnx``."""
     from cnnlab.checkpoint import resolve_checkpoint
@@ -320,7 +355,8 @@ def check_export_args(fmt: str, out: Path, opset: int | None, force: bool) -> No
 
 def export_model(model: nn.Module, meta: dict, out: str | Path, fmt: str = "onnx",
                  opset: int | None = None, dynamic_batch: bool = False,
-                 force: bool = False, optimize: bool = True) -> ExportResult:
+                 force: bool = False, optimize: bool = True,
+                 tolerance: float = PARITY_TOL) -> ExportResult:
     """Export ``model`` (eval mode, logits only) to ``out`` and check it against torch.
 
     ``meta`` needs ``classes`` and ``input`` (the input spec), as in a checkpoint.
@@ -328,7 +364,8 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, fmt: str = "onnx
     torch.onnx's graph clean-up (constant folding, fewer nodes; about a quarter of the
     export time; onnxruntime does the same at load, so results and speed there do not
     depend on it). The file appears only once checked (written under a temporary name,
-    then renamed).
+    then renamed): a UserError, and no file, when the exported logits differ from torch's by
+    more than ``tolerance * max(1, max |logit|)``.
     """
     out = Path(out)
     check_export_args(fmt, out, opset, force)
@@ -348,6 +385,7 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, fmt: str = "onnx
             written = None
             _write_pt2(m, x, tmp, dynamic_batch, props)
             diff = _check_pt2(tmp, ref, x)
+        _check_parity(diff, ref, tolerance, fmt, lambda: _float32_error(m, x, ref))
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -98,6 +98,11 @@ class Report:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
         self.verdict_, self.why = verdict, why
 
+    def _repr_html_(self) -> str:
+        return report_html({"setup": self.setup, "tables": self.tables, "plots": self.plots,
+                            "verdict": self.verdict_, "why": self.why, "notes": self.notes},
+                           self._out)
+
 
 _REGISTRY: dict[str, Experiment] = {}
 
@@ -219,7 +224,39 @@ def write_report(exp: Experiment, rep: Report, ctx: RunContext, seconds: float) 
            "notes": rep.notes, "results": rep.results}
     (ctx.out / "results.json").write_text(json.dumps(res, indent=1, default=_jsonable) + "\n")
     res["run_dir"] = str(ctx.out)
-    return res
+    return LabResult(res)
+
+
+class LabResult(dict):
+    """What :func:`run_experiment` returns (results.json plus ``"run_dir"``); Jupyter shows
+    it as the report: its tables as HTML, the same cells as report.md, and its plots."""
+
+    def _repr_html_(self) -> str:
+        return report_html(self, self.get("run_dir"))
+
+
+def report_html(res: dict, folder: str | Path | None = None) -> str:
+    """A report (results.json's keys: name, claim, setup, tables, plots, verdict, why,
+    notes; any may be missing) as HTML; plots read from ``folder``."""
+    from cnnlab.notebook import esc, html_table, image_html
+
+    def items(lines):
+        return "<ul>" + "".join(f"<li>{esc(t)}</li>" for t in lines) + "</ul>" if lines else ""
+
+    out = []
+    if res.get("name"):
+        out.append(f"<h4>Lab: {esc(res['name'])} "
+                   f"({'quick' if res.get('quick') else 'full'} version)</h4>")
+    if res.get("claim"):
+        out.append(f"<p><b>Claim.</b> {esc(res['claim'])}</p>")
+    out.append(items(res.get("setup")))
+    out += [html_table(t["headers"], [[_cell(v) for v in r] for r in t["rows"]], t["caption"])
+            for t in res.get("tables", [])]
+    out += [image_html(Path(folder) / p) for p in res.get("plots", []) if folder]
+    if res.get("verdict"):
+        out.append(f"<p><b>Verdict: {esc(res['verdict'])}.</b> {esc(res.get('why', ''))}</p>")
+    out.append(items(res.get("notes")))
+    return "\n".join(t for t in out if t)
 
 
 def _jsonable(v):
@@ -236,6 +273,7 @@ def new_report(ctx: RunContext, setup: list[str] | None = None) -> Report:
 
 
 __all__ = ["Experiment", "Report", "RunContext", "VERDICTS", "check_data", "dataset_kind",
-           "get_experiment",
+           "get_experiment", "LabResult",
            "list_experiments", "markdown_table", "new_report", "register_experiment",
+           "report_html",
            "run_experiment", "write_report"]

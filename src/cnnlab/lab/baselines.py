@@ -83,6 +83,9 @@ def _verdict(rep, results: dict) -> None:
                              f"{100 * cnn['accuracy']:.1f}% at "
                              f"{cnn['predict_ms']:.3f} ms/image{tie}"))
     good = [v for v, _ in verdicts]
+    if not verdicts:
+        rep.verdict("mixed", "no dataset has both a k-NN and a LeNet-5 row: nothing to compare")
+        return
     rep.verdict("supported" if all(good) else "mixed" if any(good) else "not supported",
                 "; ".join(t for _, t in verdicts))
 

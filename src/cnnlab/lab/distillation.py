@@ -153,13 +153,26 @@ def run(ctx):
     rep.notes.append("the convolutional case (ResNet-20 teacher, LeNet-5 student, CIFAR-10) is "
                      "`cnnlab lab distillation-cifar`")
     _plot(rep, mean, std, n_test)
+    _verdict(rep, mean)
+    return rep
+
+
+def _verdict(rep, mean: dict) -> None:
+    """``mean``: test accuracies of teacher, student, distilled. Closes >= 70% of the gap:
+    supported; some of it: mixed; none (or worse): not supported. A teacher no better than
+    the student leaves no gap to close: mixed (the claim is not tested)."""
+    if not mean["teacher"] > mean["student"]:
+        rep.verdict("mixed", f"the teacher ({100 * (1 - mean['teacher']):.2f}% error) is no "
+                    f"better than the student alone ({100 * (1 - mean['student']):.2f}%): no "
+                    f"gap to close, the claim is not tested")
+        return
+    closed = gap_closed(mean)
     ok = closed >= 0.7
     rep.verdict("supported" if ok else ("mixed" if closed > 0 else "not supported"),
                 f"the distilled student closes {closed:.0%} of the gap between the student "
                 f"trained alone ({100 * (1 - mean['student']):.2f}% error) and the teacher "
                 f"({100 * (1 - mean['teacher']):.2f}%): {'at least' if ok else 'less than'} "
                 f"the 70% goal")
-    return rep
 
 
 def _plot(rep, mean: dict, std: dict, n_test: int) -> None:
@@ -193,19 +206,25 @@ def run_cifar(ctx):
               caption=f"CIFAR-10 ({conv['train_images']:,} training images, {conv['epochs']} "
                       f"epochs)")
     rep.results.update(conv)
+    _verdict_cifar(rep, conv)
+    return rep
+
+
+def _verdict_cifar(rep, conv: dict) -> None:
+    """Distilled better than the student alone and >= 70% of the gap closed: supported;
+    better: mixed; not better: not supported; a teacher no better than the student: mixed."""
     closed = gap_closed(conv)
     better = conv["distilled"] > conv["student"]
     if not conv["teacher"] > conv["student"]:
         rep.verdict("mixed", f"the teacher ({conv['teacher']:.2%}) is no better than LeNet-5 "
                              f"alone ({conv['student']:.2%}): too little training to test the "
                              f"claim (distilled: {conv['distilled']:.2%})")
-        return rep
+        return
     rep.verdict("supported" if better and closed >= 0.7 else "mixed" if better else
                 "not supported",
                 f"the distilled LeNet-5 closes {closed:.0%} of the gap between LeNet-5 alone "
                 f"({conv['student']:.2%}) and the ResNet-20 teacher ({conv['teacher']:.2%}); "
                 f"one seed")
-    return rep
 
 
 register_experiment(

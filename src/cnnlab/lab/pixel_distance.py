@@ -87,7 +87,7 @@ def run(ctx):
                      f"{100 * knn_acc:.1f}", f"{100 * cnn_acc:.1f}"])
         res[name] = {"knn_acc": float(knn_acc), "cnn_acc": cnn_acc}
     # neighbours by pixels and by CNN features
-    pix = KNN(K).fit(xtr, ytr).kneighbors(xte)
+    pix = torch.from_numpy(KNN(K).fit(xtr, ytr).kneighbors(xte))
     ftr, fte = lenet_features(cnn, xtr, prep), lenet_features(cnn, xte, prep)
     feat = _feat_nn(ftr, fte)
     share_pix = (ytr[pix] == yte[:, None]).float().mean().item()

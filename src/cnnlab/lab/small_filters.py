@@ -78,6 +78,13 @@ def run(ctx):
                "train acc %", "test acc %"], rows)
     rep.results = res
     plot(rep, res)
+    _verdict(rep, res)
+    return rep
+
+
+def _verdict(rep, res: dict) -> None:
+    """Same field with fewer parameters and test accuracy within 0.2 points: supported; same
+    field and fewer parameters only: mixed; else not supported."""
     a, b = res["7x7"], res["3x3x3"]
     same_rf = a["stats"]["rf_after"] == b["stats"]["rf_after"]
     fewer = b["stats"]["params"] < a["stats"]["params"]
@@ -88,7 +95,6 @@ def run(ctx):
                 f"{b['stats']['params']:,} instead of {a['stats']['params']:,} parameters "
                 f"({b['stats']['params'] / a['stats']['params']:.0%}); test accuracy "
                 f"{100 * m3:.2f}% (3x3x3) vs {100 * m7:.2f}% (7x7)")
-    return rep
 
 
 def plot(rep, results: dict) -> None:

@@ -17,9 +17,20 @@ from torch import nn
 from cnnlab.errors import UserError
 
 
+PRETRAINED = "pretrained:"  # "pretrained:resnet18" or "pretrained:resnet50:IMAGENET1K_V1"
+
+
 def load_checkpoint_model(checkpoint: str | Path, device: str = "cpu"):
-    """(torch model in eval mode, metadata) from a checkpoint, run directory or .json sidecar;
-    :func:`cnnlab.inference.load_model` (either engine's checkpoints load into torch)."""
+    """(torch model in eval mode, metadata) from a checkpoint, run directory or .json sidecar
+    (:func:`cnnlab.inference.load_model`: either engine's checkpoints load into torch), or
+    ``"pretrained:NAME[:WEIGHTS]"``: zoo model NAME with torchvision's ImageNet weights
+    (:func:`cnnlab.pretrained.load`; ``cnnlab viz ... --model NAME --pretrained``)."""
+    if str(checkpoint).startswith(PRETRAINED):
+        import cnnlab.pretrained as pre
+
+        name, _, weights = str(checkpoint)[len(PRETRAINED):].partition(":")
+        model, _, _ = pre.load(name, weights or None, device)
+        return model, pre.meta(name, weights or None)
     from cnnlab.inference import load_model, resolve_checkpoint
 
     return load_model(resolve_checkpoint(checkpoint), engine="torch", device=device)
@@ -28,7 +39,7 @@ def load_checkpoint_model(checkpoint: str | Path, device: str = "cpu"):
 def normalize(images: np.ndarray | torch.Tensor, spec: dict) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> float32 (N, C, H, W), ``(x / 255 - mean) / std`` with the
     checkpoint's input spec (``meta["input"]``), as training and ``cnnlab predict`` do."""
-    from cnnlab.train import normalizer
+    from cnnlab.training.evaluation import normalizer
 
     t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
     return normalizer(spec, t.device)(t.float() / 255)
@@ -68,7 +79,7 @@ def get_layer(model: nn.Module, name: str, valid: list[str] | None = None) -> nn
         return model.get_submodule(name)
     except AttributeError:
         if valid is None:
-            from cnnlab.viz.activations import stages
+            from cnnlab.viz.stages import stages
 
             valid = [n for n, _ in stages(model)]
         raise UserError(f"--layer {name}: no such layer in {type(model).__name__}; valid "
@@ -101,26 +112,19 @@ class train_mode_kept:
 
 
 def new_figure(width: float, height: float):
-    """A matplotlib figure on the Agg backend (works with no display)."""
-    import matplotlib
+    """A matplotlib figure made outside pyplot (any backend, or none; shown inline in a
+    notebook): :class:`cnnlab.viz.figure.NotebookFigure`."""
+    from cnnlab.viz.figure import new_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=(width, height), dpi=100)
+    return new_figure(width, height)
 
 
-def save_figure(fig, out: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG at ``out`` (folders created), close it, return the path."""
-    import matplotlib.pyplot as plt
+def save_figure(fig, out: str | Path | None, dpi: int = 100):
+    """Write ``fig`` as PNG at ``out`` and return the path; with ``out`` None return the
+    figure, unwritten (:func:`cnnlab.viz.figure.save_figure`)."""
+    from cnnlab.viz.figure import save_figure
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(out, dpi=dpi, bbox_inches="tight", facecolor="white")
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi)
 
 
 def load_split(meta: dict, data: str | None = None, split: str = "test"):
@@ -129,18 +133,21 @@ def load_split(meta: dict, data: str | None = None, split: str = "test"):
     memory; a UserError when its image size or classes do not fit the model."""
     from cnnlab.data import load_data
 
+    if "config" not in meta and "pretrained" in meta and data is None:
+        raise UserError(f"--pretrained {meta['model']}: ImageNet's images are not here; give "
+                        f"image files (or --data)")
     cfg = meta.get("config", {})
     source = data or cfg.get("data", "digits")
     import warnings
 
+    from cnnlab.data.resize import fit_split_to_spec, read_as_trained  # as in training
     from cnnlab.config import run_test_split
 
     test_split = run_test_split(cfg)  # moot when the data has its own test/ folder
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*--test-split ignored.*")
         splits = load_data(source, val_split=test_split, seed=cfg.get("seed", 0),
-                           progress=False, in_memory="yes")
-    from cnnlab.data.resize import fit_split_to_spec  # --input-size: resized as in training
+                           progress=False, in_memory="yes", **read_as_trained(meta["input"]))
 
     return fit_split_to_spec(getattr(splits, split), meta, source)
 
