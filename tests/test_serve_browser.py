@@ -7,6 +7,8 @@ whose products, sum and bias add up to the activation the overview shows. Screen
 each test's tmp dir.
 """
 
+import os
+import tempfile
 import base64
 from pathlib import Path
 
@@ -172,7 +174,10 @@ def test_gradcam_says_its_resolution_and_offers_the_layer(page):
     assert "at layer features.0" in cap.inner_text()
 
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+# CNNLAB_DOCS_SCREENSHOTS=docs rewrites the docs' screenshots; otherwise they go to a
+# temporary folder, so a test run never changes the checkout
+DOCS = (Path(__file__).resolve().parents[1] / "docs" if os.environ.get("CNNLAB_DOCS_SCREENSHOTS")
+        else Path(tempfile.mkdtemp(prefix="cnnlab-shots-")))
 
 
 def test_classifier_half_linear_unit_and_output_into_softmax(page):

@@ -2,6 +2,8 @@
 Compare tab): each column is what the model's own explore route answers for the image,
 unknown ids are a 404 naming them, and the page renders both columns in a real browser."""
 
+import os
+import tempfile
 import threading
 import time
 import warnings
@@ -16,7 +18,10 @@ from test_serve_browser import ARGS, CHROMIUM
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 from fastapi.testclient import TestClient  # noqa: E402
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+# CNNLAB_DOCS_SCREENSHOTS=docs rewrites the docs' screenshots; otherwise they go to a
+# temporary folder, so a test run never changes the checkout
+DOCS = (Path(__file__).resolve().parents[1] / "docs" if os.environ.get("CNNLAB_DOCS_SCREENSHOTS")
+        else Path(tempfile.mkdtemp(prefix="cnnlab-shots-")))
 
 
 @pytest.fixture(scope="module")
