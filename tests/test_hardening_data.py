@@ -21,7 +21,7 @@ from cnnlab.cli import main
 from cnnlab.data import archive as archive_mod
 from cnnlab.data import load_data, progress
 from cnnlab.data.archive import extract_verified
-from cnnlab.data.folder import _sha256_file
+from cnnlab.utils import sha256_file
 from cnnlab.errors import UserError
 from cnnlab.utils import cache_dir
 
@@ -92,7 +92,7 @@ def test_damaged_archive_is_one_line_naming_it_and_nothing_is_cached(kind, good_
     assert bad.read_bytes() == before and not (tmp_path / "run").exists()
     extracted = cache_dir() / "extracted"
     assert not _leftovers(cache_dir())
-    assert not any(p.name.startswith(_sha256_file(bad)[:16])
+    assert not any(p.name.startswith(sha256_file(bad)[:16])
                    for p in (extracted.iterdir() if extracted.exists() else []))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -78,3 +79,12 @@ def write_npz(path: Path, **arrays) -> None:
 
     with atomic_write(path) as f:
         np.savez(f, **arrays)
+
+
+def sha256_file(path, chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

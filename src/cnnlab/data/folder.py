@@ -43,29 +43,21 @@ from cnnlab.data.files import (DataWarning, ReadPlan, SizeRequest, default_worke
                                memory_budget, plan_read, read_chunk, skipped_message, unify)
 from cnnlab.data.progress import Progress
 from cnnlab.errors import UserError
-from cnnlab.utils import cache_dir, read_npz, write_npz
+from cnnlab.utils import cache_dir, read_npz, sha256_file, write_npz
 
 # bump when the decoded format changes (2: skipped files recorded; 3: one decoder, EXIF
 # orientation applied, photos read at the model's size)
 CACHE_VERSION = 3
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def extract_archive(path: Path, key: str | None = None, progress="auto") -> Path:
     """Extract ``path`` (a .tar.gz) once into ``$CNNLAB_CACHE/extracted/<key>``; return it.
 
-    ``key``: the archive's content key (``_sha256_file(path)[:16]``) when already known. The
+    ``key``: the archive's content key (``sha256_file(path)[:16]``) when already known. The
     extraction is verified whole (CRC, no early end) before it enters the cache
     (:func:`cnnlab.data.archive.extract_verified`).
     """
-    key = key or _sha256_file(path)[:16]
+    key = key or sha256_file(path)[:16]
     # "-v2": verified extractions; older, unverified ones (no suffix) are left for
     # `cnnlab cache clean` rather than deleted under a process that may be reading them
     return extract_verified(path, cache_dir() / "extracted" / f"{key}-v2", progress=progress)
@@ -212,7 +204,7 @@ def load_folder_splits(spec: str, val_split: float | None = None, seed: int = 0,
     if path.is_file():
         if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise UserError(f"--data {spec}: expected a folder or a .tar.gz archive")
-        archive_key = _sha256_file(path)[:16]
+        archive_key = sha256_file(path)[:16]
         path_root = extract_archive(path, archive_key, progress=progress)
     else:
         path_root = path

@@ -49,13 +49,10 @@ def parse_input(text: str) -> dict:
 
 
 def file_sha256(path: Path) -> str:
-    import hashlib
+    """The checkpoint file's SHA-256 (recorded in an export beside it)."""
+    from cnnlab.utils import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def export_beside(checkpoint: str | Path, threads: int | None = None):

@@ -21,13 +21,13 @@ Torch is imported only when weights are fetched: ``import cnnlab.pretrained`` is
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import UserError
+from cnnlab.utils import sha256_file
 
 BASE_URL = "https://download.pytorch.org/models/"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0..1 scale: torchvision's ImageClassification
@@ -145,14 +145,6 @@ def cache_dir() -> Path:
 
 def cached_path(ws: WeightSet) -> Path:
     return cache_dir() / ws.file
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(ws: WeightSet, progress: bool = True, flag: str = "--pretrained") -> Path:
