@@ -47,14 +47,17 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, *,
         **options: any field of :class:`cnnlab.TrainConfig`, overriding ``cfg`` (listed below).
 
     Returns:
-        dict, the same as the run directory's ``final.json``: ``test_accuracy``, ``test_top5``,
-        ``test_loss``, ``val_accuracy``, ``checkpoint`` (the one chosen), ``epochs``,
-        ``stopped_early``, ``seconds``, ``run_dir``, ``model``, ``data``, ``device``, ...
+        A :class:`cnnlab.run.TrainResult`, a dict, the same as the run directory's
+        ``final.json``: ``test_accuracy``, ``test_top5``, ``test_loss``, ``val_accuracy``,
+        ``checkpoint`` (the one chosen), ``epochs``, ``stopped_early``, ``seconds``,
+        ``run_dir``, ``model``, ``data``, ``device``, ...; ``.run`` is the run (its metrics
+        table, ``curves()``).
 
     Raises:
-        UserError (a ValueError): an option out of range, data or a model that cannot be used;
-        nothing is written then. TrainingError: training could not go on (a non-finite loss);
-        the last good checkpoint is kept.
+        UserError: (a ValueError) an option out of range, data or a model that cannot be
+            used; nothing is written then.
+        TrainingError: training could not go on (a non-finite loss); the last good
+            checkpoint is kept.
 
     Example::
 
