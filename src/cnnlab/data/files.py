@@ -120,9 +120,9 @@ def plan_read(files: list[Path], size=None, default_size=None, policy: str = "bi
     who = f"{model}'s" if model else "the model's"
     h, w = fallback
     if policy == "square":  # stored larger for random-resized crops (training/setup.py)
-        why = (f"{what}: stored at {w}x{h} (shorter side, centre square) for random-resized "
-               f"crops at {who} input size, whose centre evaluation reads (--resize crop; "
-               f"--input-size HxW and --resize to choose)")
+        why = (f"{what}: stored at {w}x{h} (shorter side, centre square); training takes "
+               f"random-resized crops of them at {who} input size, evaluation their centre "
+               f"(--resize crop; --input-size HxW and --resize to choose)")
     else:
         why = (f"{what}: read at {who} native {w}x{h} (--resize {policy}; --input-size HxW "
                f"and --resize to choose)")
