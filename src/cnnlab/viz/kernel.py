@@ -60,6 +60,9 @@ class KernelResult:
                 **({"output": o.tolist()} if o.size <= 400 else {})}
 
 
+MAX_SIDE = 1024  # a larger image file is shown (and convolved) at this longest side
+
+
 def read_photo(image) -> tuple[np.ndarray, str]:
     """``"china"``/``"flower"`` (scikit-learn's sample photos), a file path, or an array
     (H, W) / (H, W, 3) -> (float64 array (H, W) or (H, W, 3) on its own scale, a label)."""
@@ -70,17 +73,21 @@ def read_photo(image) -> tuple[np.ndarray, str]:
         from sklearn.datasets import load_sample_image
 
         return load_sample_image(f"{name}.jpg").astype(np.float64), f"{name}.jpg (scikit-learn)"
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(Path(name)) as im:
-            im.load()
-            a = np.asarray(im.convert("L" if im.mode in ("L", "I", "1") else "RGB"))
-    except FileNotFoundError:
+    from cnnlab.data.decode import ImageReadError, open_image, to_chw, to_mode
+
+    if not Path(name).exists():
         raise UserError(f"{name}: no such image file (or use china / flower, scikit-learn's "
-                        f"sample photos)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{name}: not a readable image (expected PNG, JPEG or BMP; {e})") from e
+                        f"sample photos)")
+    try:  # the decoder every command shares: EXIF orientation, reduced-scale JPEG decoding
+        im = open_image(Path(name), (MAX_SIDE, MAX_SIDE))
+    except ImageReadError as e:
+        raise UserError(str(e)) from e
+    if max(im.size) > MAX_SIDE:  # a 12 MP photo: the kernel's effect shows at 1024 px too
+        im.thumbnail((MAX_SIDE, MAX_SIDE), Image.BILINEAR)
+    a = to_chw(to_mode(im, 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3))
+    a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
     return a.astype(np.float64), Path(name).name
 
 
