@@ -12,6 +12,11 @@ A class that cannot be rebuilt that way (defined inside a function, in ``__main_
 differently by ``Class(**model_kwargs)``) still trains and its checkpoints are written; one
 line says so, and ``cnnlab.load_model(run, model=Class(...))`` loads its weights into a
 network the caller builds.
+
+Safety: rebuilding imports the module a checkpoint names (running its code, as ``import``
+does) and calls the class only when it is a ``torch.nn.Module`` subclass, with the recorded
+JSON arguments; nothing is unpickled. Runs of user modules are to be opened from trusted
+sources; a zoo model's run names no code.
 """
 
 from __future__ import annotations
