@@ -76,6 +76,86 @@ def test_auxiliary_heads_compose_without_a_branch_in_the_loop():
     assert parts["ce"].item() == pytest.approx(np.log(3), rel=1e-6)  # what the log shows
 
 
+def test_build_objective_weights_each_term_from_the_config():
+    # issue 21: mutants of build_objective's weights and arguments survived the tests above
+    from cnnlab.config import make_config
+    from cnnlab.training.objectives import AuxiliaryCE, build_objective
+
+    cfg = make_config(label_smoothing=0.1, aux_weight=0.25, kd_alpha=0.7, kd_temperature=3.0)
+    plain = build_objective(cfg, torch.nn.Linear(2, 2))  # no teacher: CE alone, weight 1
+    assert [(w, t.name) for w, t in plain.terms] == [(1.0, "ce")]
+    assert plain.terms[0][1].eps == 0.1
+    kd = build_objective(cfg, torch.nn.Linear(2, 2), teacher=_FixedTeacher(np.zeros((1, 2))))
+    assert [t.name for _, t in kd.terms] == ["ce", "kd"]
+    assert kd.terms[0][0] == pytest.approx(0.3) and kd.terms[1][0] == 0.7
+    assert kd.terms[1][1].T == 3.0 and kd.describe() == "0.3 x ce + 0.7 x kd"
+    _, parts = kd(torch.zeros(1, 2), Batch(torch.zeros(1, 1, 1, 1), torch.tensor([0])))
+    assert parts["kd"].item() == pytest.approx(0.0, abs=1e-7)  # the teacher given is asked
+
+    class Torchvision(torch.nn.Module):  # torchvision's GoogLeNet: the flag, no aux_outputs
+        aux_logits = True
+
+    class Flagged(torch.nn.Module):
+        aux_logits = False
+
+    aux = build_objective(cfg, Torchvision())
+    assert [(w, t.name) for w, t in aux.terms] == [(1.0, "ce"), (0.25, "aux")]
+    assert isinstance(aux.terms[1][1], AuxiliaryCE) and aux.terms[1][1].eps == 0.1
+    assert [t.name for _, t in build_objective(cfg, Flagged()).terms] == ["ce"]
+    main_z, aux_z, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([0])
+    _, parts = aux((main_z, aux_z), Batch(torch.zeros(1, 1, 1, 1), y))  # aux heads in a tuple
+    assert parts["aux"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(aux_z, y, label_smoothing=0.1).item(), rel=1e-6)
+
+
+def test_distillation_asks_the_teacher_once_per_batch_in_both_engines():
+    class Counting(_FixedTeacher):
+        calls = 0
+
+        def logits(self, x01):
+            Counting.calls += 1
+            assert x01 is batch.x01  # the teacher sees the batch's images
+            return self.t
+
+    obj = Objective([(1.0, Distillation(Counting(np.eye(3, dtype=np.float32)), 2.0))])
+    batch = Batch(torch.zeros(3, 1, 1, 1), torch.tensor([0, 1, 2]))
+    loss, _ = obj(torch.eye(3), batch)  # student == teacher: nothing to learn
+    assert abs(loss.item()) < 1e-7
+    loss_np, _, grad = obj.numpy(np.eye(3, dtype=np.float32), batch)
+    assert abs(loss_np) < 1e-12 and np.abs(grad).max() < 1e-7
+    assert Counting.calls == 1 and "teacher" in batch.cache
+
+
+def test_numpy_objective_stays_finite_at_large_logits_and_defaults_to_no_smoothing():
+    # issue 21: the max-subtraction of both log-softmaxes, the float32 gradient, the parts
+    # the NumPy engine logs and the default label smoothing survived mutation
+    from cnnlab.training.objectives import AuxiliaryCE
+
+    z = np.array([[1000.0, 0.0, -5.0], [0.0, -1000.0, 3.0]], dtype=np.float32)
+    y = torch.tensor([0, 2])
+    teacher = _FixedTeacher(z[::-1].copy())
+    obj = Objective([(0.5, CrossEntropy()), (0.5, Distillation(teacher, 1.0))])
+    batch = Batch(torch.zeros(2, 1, 1, 1), y)
+    zt = torch.tensor(z, requires_grad=True)
+    total, parts = obj(zt, batch)
+    total.backward()
+    assert parts["ce"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(torch.tensor(z), y).item(), rel=1e-6)
+    loss_np, parts_np, grad_np = obj.numpy(z, batch)
+    assert np.isfinite(loss_np) and loss_np == pytest.approx(total.item(), rel=1e-5)
+    assert parts_np["ce"] == pytest.approx(parts["ce"].item(), rel=1e-5)
+    assert parts_np["kd"] == pytest.approx(parts["kd"].item(), rel=1e-5)
+    assert grad_np.dtype == np.float32
+    np.testing.assert_allclose(grad_np, zt.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+    class WithAux(torch.nn.Module):
+        aux_outputs = [torch.tensor([[0.0, 2.0, 1.0]])]
+
+    one = Batch(torch.zeros(1, 1, 1, 1), torch.tensor([0]))
+    assert AuxiliaryCE(WithAux())(torch.zeros(1, 3), one).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(WithAux.aux_outputs[0], one.y).item(), rel=1e-6)
+
+
 # ----------------------------------------------------------------------- model selection
 @pytest.fixture(scope="module")
 def run2(tmp_path_factory):

@@ -29,7 +29,6 @@ than silent:
 from __future__ import annotations
 
 import hashlib
-import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -176,10 +175,10 @@ def _load_split(root: Path, key: str | None, progress, classes: list[str] | None
     files, labels, names = list_split(root, classes)
     key = key or folder_key(root, files)  # a folder's key hashes its listing
     plan = plan_read(files, req.size, req.default, req.policy, req.model, seed)
+    if plan.why and classes is None:  # said once (for the train split), on every run
+        warnings.warn(f"{root.name}: {plan.why}", DataWarning, stacklevel=3)
     if (data := read_cache(key + plan.key())) is not None:
         return data, plan.target
-    if plan.why and progress != "none" and classes is None:  # once: for the train split
-        print(f"{root.name}: {plan.why}", file=sys.stderr, flush=True)
     images, kept, bad = decode_images(files, desc=f"decoding {root.name}", progress=progress,
                                       plan=plan)
     return write_cache(key + plan.key(), ImageData(images, labels[kept], names), skipped=bad,
