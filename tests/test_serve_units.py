@@ -193,3 +193,103 @@ def test_receptive_field_boxes_match_analysis(name, size):
         f = unit_fields(model, cols, outs, ins, (1, 28, 28), "features.3", 5, 5)
         assert f["boxes"]["features.2"] == [5, 5, 9, 9]
         assert f["feeds"] == {"column": "features.4", "box": [2, 2, 2, 2]}
+
+
+def _unit(module, xin, c, y, x):
+    with torch.no_grad():
+        out = module(torch.from_numpy(xin)[None])[0].numpy()
+    return explain_unit(module, "m", xin, out, c, y, x)
+
+
+def test_pool_units_report_their_window_choice_and_divisor():
+    # issue 21: with unpadded 2x2 pools only, mutants of the padding, the divisor, the
+    # chosen position and the fields the page draws survived
+    xin = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    xin[1, 0, 0] = 99.0  # the corner wins its padded window
+    d = _unit(nn.MaxPool2d(3, stride=2, padding=1), xin, 1, 0, 0)
+    assert d["kind"] == "maxpool" and d["agree"] and d["result"] == 99.0
+    assert d["window_box"] == [-1, -1, 1, 1] and d["stride"] == [2, 2] and d["padding"] == [1, 1]
+    assert d["chosen"] == [1, 1] and d["channels"] == [1] and d["channels_total"] == 1
+    assert d["window"][0] == [None, None, None] and d["window"][1] == [None, 99.0, 26.0]
+    d = _unit(nn.MaxPool2d(2, stride=1, dilation=2), xin, 0, 1, 2)  # rows 1, 3; cols 2, 4
+    assert d["agree"] and d["window"] == [[7.0, 9.0], [17.0, 19.0]] and d["chosen"] == [1, 1]
+    neg = -xin  # every value below zero: the padding must not win
+    d = _unit(nn.MaxPool2d(3, stride=2, padding=1), neg, 0, 0, 0)
+    assert d["agree"] and d["result"] == 0.0 and d["chosen"] == [1, 1]
+    for include, count in ((True, 9.0), (False, 4.0)):
+        d = _unit(nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=include), xin, 0, 0, 2)
+        assert d["kind"] == "avgpool" and d["agree"], include
+        assert d["count"] == count and d["total"] == 3 + 4 + 8 + 9  # columns 3..5 of 5
+        assert d["window"] == [[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [8.0, 9.0, 0.0]]
+    d = _unit(nn.AvgPool2d((2, 3), stride=(1, 2)), xin, 0, 3, 1)
+    assert d["agree"] and d["count"] == 6.0 and d["window_box"] == [3, 2, 4, 4]
+
+
+def test_adaptive_average_unit_takes_torchs_uneven_windows():
+    xin = np.arange(2 * 7 * 7, dtype=np.float32).reshape(2, 7, 7)
+    d = _unit(nn.AdaptiveAvgPool2d(3), xin, 0, 1, 1)  # rows and columns 2..4 of 7
+    assert d["kind"] == "avgpool" and d["agree"] and d["window_box"] == [2, 2, 4, 4]
+    assert d["count"] == 9.0 and d["total"] == float(xin[0, 2:5, 2:5].sum())
+    assert d["channels"] == [0] and d["channels_total"] == 1 and d["padding"] == [0, 0]
+    assert d["stride"] is None and d["window"] == xin[0, 2:5, 2:5].tolist()
+
+
+def test_conv_unit_shows_its_groups_padding_and_products():
+    # issue 21: "same"/"valid" padding, groups, the products and the fields the page draws
+    # survived mutation with a single padded 3x3 convolution
+    torch.manual_seed(0)
+    xin = torch.randn(4, 6, 6).numpy()
+    m = nn.Conv2d(4, 6, 3, padding="same", dilation=2, groups=2)
+    d = _unit(m, xin, 4, 0, 5)  # unit 4: the second group, input channels 2 and 3
+    assert d["kind"] == "conv" and d["agree"] and d["padding"] == [2, 2]
+    assert d["channels"] == [2, 3] and d["channels_total"] == 2 and d["groups"] == 2
+    assert d["window_box"] == [-2, 3, 2, 7] and d["dilation"] == [2, 2] and d["stride"] == [1, 1]
+    win, ker = np.array(d["window"]), np.array(d["kernel"])
+    assert win[0, 1:, 0].tolist() == xin[2, [0, 2], 3].tolist() and win[:, 0].max() == 0.0
+    np.testing.assert_allclose(d["products"], win * ker, rtol=1e-6)
+    np.testing.assert_allclose(d["channel_sums"], (win * ker).sum(axis=(1, 2)), rtol=1e-5)
+    assert d["sum"] == pytest.approx(float((win * ker).sum()), rel=1e-5)
+    assert d["bias"] == pytest.approx(m.bias[4].item())
+    assert d["result"] == pytest.approx(d["sum"] + d["bias"], rel=1e-5, abs=1e-6)
+    v = _unit(nn.Conv2d(4, 2, (3, 2), padding="valid", stride=(1, 2), bias=False), xin, 1, 1, 2)
+    assert v["agree"] and v["padding"] == [0, 0] and v["window_box"] == [1, 4, 3, 5]
+    assert v["bias"] is None and v["channels"] == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="padding_mode='reflect'"):
+        _unit(nn.Conv2d(4, 2, 3, padding=1, padding_mode="reflect"), xin, 0, 0, 0)
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+def test_average_pool_divisor_at_the_far_edge_with_uneven_padding(ceil):
+    # a window at the bottom-right corner, padding (1, 0), counting the padding: the padded
+    # map's size decides the divisor (ceil_mode lets the last window overhang it)
+    xin = np.arange(5 * 6, dtype=np.float32).reshape(1, 5, 6) + 1.0
+    m = nn.AvgPool2d(3, stride=2, padding=(1, 0), ceil_mode=ceil, count_include_pad=True)
+    with torch.no_grad():
+        out = m(torch.from_numpy(xin)[None])[0].numpy()
+    h, w = out.shape[1:]
+    for y, x in ((h - 1, w - 1), (0, w - 1), (h - 1, 0)):
+        d = explain_unit(m, "m", xin, out, 0, y, x)
+        assert d["agree"], (y, x, d["count"], d["result"], d["torch_value"])
+        assert d["result"] == pytest.approx(d["torch_value"], rel=1e-5)  # inf "agrees"
+
+
+def test_conv_unit_sends_at_most_64_input_channels_to_the_page():
+    xin = np.ones((70, 2, 2), np.float32)
+    d = _unit(nn.Conv2d(70, 1, 1), xin, 0, 1, 1)
+    assert d["agree"] and d["channels_total"] == 70 and d["channels"] == list(range(64))
+    assert len(d["window"]) == len(d["kernel"]) == len(d["channel_sums"]) == 64
+
+
+def test_unit_bounds_and_the_agreement_threshold_at_their_edges():
+    xin = np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 5.0
+    for c, y, x in ((0, 0, 0), (1, 2, 3)):  # the first and the last unit are inside
+        d = explain_unit(nn.ReLU(), "m", xin, np.maximum(xin, 0), c, y, x)
+        assert d["agree"] and d["window"] == [c, y, x] and d["input_value"] == xin[c, y, x]
+    for c, y, x in ((2, 0, 0), (0, 3, 0), (0, 0, 4), (-1, 0, 0)):
+        with pytest.raises(UserError, match="outside layer m's output 2x3x4"):
+            explain_unit(nn.ReLU(), "m", xin, xin, c, y, x)
+    d = explain_unit(nn.Dropout().eval(), "m", xin, xin, 1, 2, 3)
+    assert d["result"] == 18.0 and d["agree"]
+    assert agree(0.0, TOLERANCE) and agree(0.0, TOLERANCE / 2) and not agree(0.0, 1.5 * TOLERANCE)
+    a, b = 1e4, 1e4 - 0.99995  # within 1e-4 of the larger value, not of the smaller
+    assert agree(a, b) and agree(b, a)
