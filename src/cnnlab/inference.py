@@ -61,13 +61,7 @@ def load_model(checkpoint: str | Path, engine: str = "torch", device: str = "cpu
         raise UserError(f"{path}: corrupt checkpoint metadata: {len(meta['classes'])} class "
                         f"names for a model with {n} outputs (expected one name per output)")
     if engine == "torch":
-        sd = {k: torch.from_numpy(v) for k, v in weights.items()}
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise UserError(f"{checkpoint}: weights do not fit model {meta['model']!r} "
-                            f"({str(e).splitlines()[0]})") from e
-        model.to(device).eval()
+        _load_torch_weights(model, weights, path, meta["model"]).to(device).eval()
     else:
         try:
             model.load_state_dict(weights)
@@ -95,13 +89,18 @@ def _load_user_model(weights: dict, meta: dict, path, engine: str, device: str, 
             raise UserError(f"{path}: corrupt checkpoint metadata: model_kwargs is "
                             f"{type(kw).__name__}, expected a dict")
         model = usermodel.build(name, kw, f"{path}: model")
-    sd = {k: torch.from_numpy(v) for k, v in weights.items()}
+    return _load_torch_weights(model, weights, path, name).to(device).eval()
+
+
+def _load_torch_weights(model, weights: dict, path, name: str):
+    """``model`` with the checkpoint's NumPy ``weights`` loaded strictly; a UserError naming
+    the checkpoint when they do not fit."""
     try:
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     except RuntimeError as e:
-        raise UserError(f"{path}: weights do not fit model {name} "
+        raise UserError(f"{path}: weights do not fit model {name!r} "
                         f"({str(e).splitlines()[0]})") from e
-    return model.to(device).eval()
+    return model
 
 
 def _num_outputs(meta: dict, engine: str) -> int | None:
