@@ -293,3 +293,10 @@ def test_unit_bounds_and_the_agreement_threshold_at_their_edges():
     assert agree(0.0, TOLERANCE) and agree(0.0, TOLERANCE / 2) and not agree(0.0, 1.5 * TOLERANCE)
     a, b = 1e4, 1e4 - 0.99995  # within 1e-4 of the larger value, not of the smaller
     assert agree(a, b) and agree(b, a)
+
+
+def test_agree_is_false_for_an_infinite_or_nan_value_against_a_finite_one():
+    """abs(inf - 5) <= 1e-4 * inf held: a NumPy engine computing inf 'agreed' with torch."""
+    assert not agree(float("inf"), 5.0) and not agree(5.0, float("-inf"))
+    assert not agree(float("nan"), 5.0) and not agree(float("nan"), float("nan"))
+    assert agree(float("inf"), float("inf")) and agree(1.0, 1.0 + 5e-5)

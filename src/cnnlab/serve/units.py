@@ -21,6 +21,8 @@ two must agree to float32 rounding (``agree`` states it at a tolerance of 1e-4 r
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from torch import nn
 
@@ -41,7 +43,10 @@ def supports(module: nn.Module) -> bool:
 
 
 def agree(a: float, b: float) -> bool:
-    """NumPy's and torch's values of one unit equal to float32 rounding."""
+    """NumPy's and torch's values of one unit equal to float32 rounding (an infinite or NaN
+    value agrees only with the same value: a relative tolerance of inf would pass anything)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return bool(a == b)
     return bool(abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b)))
 
 
