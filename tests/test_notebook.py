@@ -9,11 +9,11 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 import cnnlab
-from cnnlab.registry import get_model
+
+from test_viz_pictures import checkpoints  # noqa: F401  (a shared fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NASTY = "<b>a&b</b>"  # a name that must come out escaped
@@ -175,23 +175,6 @@ def test_html_table_escapes_every_value():
 
 
 # ---- pictures -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """A LeNet-5 and an MLP on the built-in digits, random weights, saved as checkpoints."""
-    from cnnlab.checkpoint import save_checkpoint
-
-    root = tmp_path_factory.mktemp("ckpt")
-    spec = {"channels": 1, "size": [32, 32], "mean": [0.3], "std": [0.4]}
-    out = {}
-    for name, kw in (("lenet5", {}), ("mlp", {"input_size": 32, "hidden": [32]})):
-        torch.manual_seed(0)
-        out[name] = str(save_checkpoint(root / name / "last", get_model(name, **kw).state_dict(),
-                                        {"model": name, "model_kwargs": kw,
-                                         "classes": [str(i) for i in range(10)], "input": spec,
-                                         "config": {"data": "digits", "seed": 0}}))
-    return out
-
-
 def test_every_cli_kind_is_a_function_returning_a_figure(checkpoints, tmp_path, monkeypatch):
     import cnnlab.viz as viz
     from cnnlab.cli.viz import HELP

@@ -64,54 +64,65 @@ def explain_unit(module: nn.Module, name: str, xin: np.ndarray, out: np.ndarray,
     image. ``source_shape``: for a Linear layer, the maps its input was flattened from."""
     from cnnlab.serve import blocks
 
-    common = {"layer": name, "type": type(module).__name__, "unit": [c, y, x],
-              "input_shape": list(xin.shape), "output_shape": list(out.shape)}
+    d = {"layer": name, "type": type(module).__name__, "unit": [c, y, x],
+         "input_shape": list(xin.shape), "output_shape": list(out.shape)}
     if out.ndim == 1:
         i = blocks.check_vector_unit(out, c, y, x, name)
-        common["torch_value"] = float(out[i])
-        if isinstance(module, nn.Linear):
-            d = blocks.linear_unit(module, xin, i, source_shape)
-        elif isinstance(module, nn.Flatten):
-            d = blocks.flatten_unit(xin, i)
-        elif isinstance(module, nn.ReLU):
-            v = float(xin.reshape(-1)[i])
-            d = {"kind": "relu", "input_value": v,
-                 "result": float(F.relu(np.float32([v]))[0]) + 0.0}
-        elif isinstance(module, (nn.Dropout, nn.Identity)):
-            d = blocks.identity_unit(module, xin, 0, 0, i)
-        else:
-            raise UserError(f"layer {name}: no unit detail for a {type(module).__name__} "
-                            f"giving a vector")
-        d.update(common)
-        d["agree"] = agree(d["result"], d["torch_value"])
-        return d
-    if out.ndim != 3 or xin.ndim != 3:
-        raise UserError(f"layer {name}: unit detail needs 2-D maps or a vector, its output is "
-                        f"{'x'.join(map(str, out.shape))}")
-    _check_unit(out, c, y, x, name)
-    common["torch_value"] = float(out[c, y, x])
-    if isinstance(module, nn.BatchNorm2d):
-        d = blocks.batchnorm_unit(module, xin, c, y, x)
-    elif isinstance(module, nn.LocalResponseNorm):
-        d = blocks.lrn_unit(module, xin, c, y, x)
-    elif isinstance(module, (nn.Dropout, nn.Identity)):
-        d = blocks.identity_unit(module, xin, c, y, x)
-    elif isinstance(module, nn.Conv2d):
-        d = conv_unit(module, xin, c, y, x)
-    elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        d = pool_unit(module, xin, c, y, x)
-    elif isinstance(module, nn.AdaptiveAvgPool2d):
-        d = adaptive_avg_unit(module, xin, out.shape[1:], c, y, x)
-    elif isinstance(module, nn.ReLU):
-        v = float(xin[c, y, x])
-        d = {"kind": "relu", "input_value": v,
-             "result": float(F.relu(np.float32([v]))[0]) + 0.0, "window": [c, y, x]}
+        d["torch_value"] = float(out[i])
+        d.update(_vector_unit(module, name, xin, i, source_shape))
     else:
-        raise UserError(f"layer {name}: unit detail covers Conv2d, pooling and ReLU layers, "
-                        f"not {type(module).__name__}")
-    d.update(common)
+        if out.ndim != 3 or xin.ndim != 3:
+            raise UserError(f"layer {name}: unit detail needs 2-D maps or a vector, its output "
+                            f"is {'x'.join(map(str, out.shape))}")
+        _check_unit(out, c, y, x, name)
+        d["torch_value"] = float(out[c, y, x])
+        d.update(_map_unit(module, name, xin, out, c, y, x))
     d["agree"] = agree(d["result"], d["torch_value"])
     return d
+
+
+def _relu_unit(v: float) -> dict:
+    return {"kind": "relu", "input_value": v, "result": float(F.relu(np.float32([v]))[0]) + 0.0}
+
+
+def _vector_unit(module, name: str, xin: np.ndarray, i: int, source_shape) -> dict:
+    """Unit i of a layer whose output is a vector (the classifier half)."""
+    from cnnlab.serve import blocks
+
+    if isinstance(module, nn.Linear):
+        return blocks.linear_unit(module, xin, i, source_shape)
+    if isinstance(module, nn.Flatten):
+        return blocks.flatten_unit(xin, i)
+    if isinstance(module, nn.ReLU):
+        return _relu_unit(float(xin.reshape(-1)[i]))
+    if isinstance(module, (nn.Dropout, nn.Identity)):
+        return blocks.identity_unit(module, xin, 0, 0, i)
+    raise UserError(f"layer {name}: no unit detail for a {type(module).__name__} giving a "
+                    f"vector (covered: Linear, Flatten, ReLU, Dropout, Identity)")
+
+
+def _map_unit(module, name: str, xin: np.ndarray, out: np.ndarray, c: int, y: int,
+              x: int) -> dict:
+    """Unit (c, y, x) of a layer whose output is feature maps."""
+    from cnnlab.serve import blocks
+
+    if isinstance(module, nn.BatchNorm2d):
+        return blocks.batchnorm_unit(module, xin, c, y, x)
+    if isinstance(module, nn.LocalResponseNorm):
+        return blocks.lrn_unit(module, xin, c, y, x)
+    if isinstance(module, (nn.Dropout, nn.Identity)):
+        return blocks.identity_unit(module, xin, c, y, x)
+    if isinstance(module, nn.Conv2d):
+        return conv_unit(module, xin, c, y, x)
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        return pool_unit(module, xin, c, y, x)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return adaptive_avg_unit(module, xin, out.shape[1:], c, y, x)
+    if isinstance(module, nn.ReLU):
+        return {**_relu_unit(float(xin[c, y, x])), "window": [c, y, x]}
+    raise UserError(f"layer {name}: no unit detail for a {type(module).__name__} "
+                    f"(covered: {', '.join(t.__name__ for t in SUPPORTED)}, residual and "
+                    f"inception blocks)")
 
 
 def _window_box(y, x, k, s, p, dil=(1, 1)):
